@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+// LoRAKit: CPU LoRA fine-tuning of LLaMA-architecture models, OpenBLAS for the matrix products.
+import PackageDescription
+
+let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+
+let package = Package(
+    name: "LoRAKit",
+    products: [
+        .executable(name: "lora", targets: ["lora"]),
+        .library(name: "LoRAKit", targets: ["InstructionTuning", "Targeting", "MiniGPT", "Checkpoints", "Tensors", "Tokenizer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C shims over the two system libraries.
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "CSentencePiece",
+                cxxSettings: [.unsafeFlags(["-std=c++17"])],
+                linkerSettings: [.linkedLibrary("sentencepiece"), .linkedLibrary("sentencepiece_train")]),
+
+        // Library targets, one per module of DESIGN.md §1; arrows point one way.
+        .target(name: "Tensors", dependencies: ["CBLAS"], swiftSettings: optimize),
+        .target(name: "Checkpoints", dependencies: ["Tensors"], swiftSettings: optimize),
+        .target(name: "Tokenizer", dependencies: ["CSentencePiece"]),
+        .target(name: "MiniGPT", dependencies: ["Checkpoints", "Tensors", "Tokenizer"], swiftSettings: optimize),
+        .target(name: "Targeting", dependencies: ["MiniGPT", "Checkpoints", "Tensors"], swiftSettings: optimize),
+        .target(name: "InstructionTuning", dependencies: ["Targeting", "MiniGPT", "Checkpoints", "Tensors", "Tokenizer"],
+                swiftSettings: optimize),
+        .executableTarget(name: "lora", dependencies: [
+            "InstructionTuning", "Targeting", "MiniGPT", "Checkpoints", "Tensors", "Tokenizer",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
+        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors"]),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"]),
+        .testTarget(name: "MiniGPTTests", dependencies: ["MiniGPT", "Checkpoints", "Tensors", "Tokenizer"]),
+    ],
+    // Kernels pass raw buffers to parallel loops by design; Swift 6's strict Sendable checking buys nothing there.
+    swiftLanguageModes: [.v5]
+)

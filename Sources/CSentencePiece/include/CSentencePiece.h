@@ -1,0 +1,2 @@
+// C API over libsentencepiece (placeholder until the binding lands).
+#pragma once

@@ -1,0 +1,1 @@
+// InstructionTuning module
