@@ -1,0 +1,218 @@
+import Foundation
+import Tensors
+
+/// Text generation with a key/value cache: each new token costs one pass over the weights, not the whole prefix.
+///
+/// `append` runs a chunk of new tokens (the whole prompt at once, then one token at a time) through the blocks,
+/// attending to everything cached so far, and returns the logits of the chunk's last token.
+public final class Generator {
+    public let model: LlamaModel
+    public let capacity: Int
+    private let keys: [Tensor]      // per block (capacity, KVH·hd), after RoPE
+    private let values: [Tensor]    // per block (capacity, KVH·hd)
+    public private(set) var length = 0
+
+    // Scratch for a chunk of up to `chunk` rows, grown when a longer chunk comes.
+    private var chunk = 0
+    private var x = Tensor(shape: [0]), normed = Tensor(shape: [0]), q = Tensor(shape: [0])
+    private var k = Tensor(shape: [0]), v = Tensor(shape: [0]), attention = Tensor(shape: [0])
+    private var gate = Tensor(shape: [0]), up = Tensor(shape: [0]), hidden = Tensor(shape: [0])
+    private var rstd = Tensor(shape: [0])
+    private let scores: Tensor      // (H, capacity)
+    public let logits: Tensor       // (V) of the last appended token
+
+    public init(model: LlamaModel, capacity: Int) {
+        let d = model.dims
+        self.model = model
+        self.capacity = min(capacity, d.maxPositions)
+        keys = (0..<d.layers).map { _ in Tensor(shape: [min(capacity, d.maxPositions), d.kvDim]) }
+        values = (0..<d.layers).map { _ in Tensor(shape: [min(capacity, d.maxPositions), d.kvDim]) }
+        scores = Tensor(shape: [d.heads, min(capacity, d.maxPositions)])
+        logits = Tensor(shape: [d.vocab])
+    }
+
+    /// Forgets the cached prefix (the adapters stay as they are).
+    public func reset() { length = 0 }
+
+    private func reserve(rows: Int) {
+        if rows <= chunk { return }
+        let d = model.dims
+        chunk = rows
+        x = Tensor(shape: [rows, d.dim]); normed = Tensor(shape: [rows, d.dim]); rstd = Tensor(shape: [rows])
+        q = Tensor(shape: [rows, d.qDim]); k = Tensor(shape: [rows, d.kvDim]); v = Tensor(shape: [rows, d.kvDim])
+        attention = Tensor(shape: [rows, d.qDim])
+        gate = Tensor(shape: [rows, d.ffnDim]); up = Tensor(shape: [rows, d.ffnDim]); hidden = Tensor(shape: [rows, d.ffnDim])
+    }
+
+    /// Appends `tokens` to the sequence and returns the logits that predict the token after them.
+    @discardableResult
+    public func append(_ tokens: [Int32]) throws -> Tensor {
+        let d = model.dims, w = model.weights, n = tokens.count
+        guard n > 0 else { throw LoRAKitError("nothing to generate from: the prompt has no tokens") }
+        guard length + n <= capacity else {
+            throw LoRAKitError("sequence of \(length + n) tokens exceeds the context of \(capacity) (max_position_embeddings \(d.maxPositions))")
+        }
+        for (i, id) in tokens.enumerated() where id < 0 || Int(id) >= d.vocab {
+            throw LoRAKitError("token id \(id) at position \(i) is outside the vocabulary (0..<\(d.vocab))")
+        }
+        reserve(rows: n)
+        let start = length
+        let positions = (0..<n).map { Int32(start + $0) }
+        tokens.withUnsafeBufferPointer { ids in
+            Embedding.forward(out: x.data, table: w.embedding.data, ids: ids.baseAddress!, rows: n, dim: d.dim)
+        }
+        positions.withUnsafeBufferPointer { pos in
+            for l in 0..<d.layers { block(l, rows: n, start: start, positions: pos.baseAddress!) }
+        }
+        // Only the last row's logits are needed.
+        let last = x.data + (n - 1) * d.dim
+        RMSNorm.forward(out: normed.data, rstd: rstd.data, input: last, weight: w.finalNorm.data, rows: 1,
+                        dim: d.dim, eps: d.normEps)
+        GEMM.linear(out: logits.data, input: normed.data, weight: w.lmHead.data, rows: 1, inFeatures: d.dim,
+                    outFeatures: d.vocab)
+        length += n
+        return logits
+    }
+
+    private func project(_ l: Int, _ p: Projection, out: Tensor, input: Tensor, rows: Int, accumulate: Bool = false) {
+        let f = p.features(model.dims)
+        GEMM.linear(out: out.data, input: input.data, weight: model.weights.layers[l].projection(p).data, rows: rows,
+                    inFeatures: f.inFeatures, outFeatures: f.outFeatures, accumulate: accumulate)
+        for delta in model.deltas[l][p] ?? [] {
+            delta.forward(out: out.data, input: input.data, rows: rows, training: false)
+        }
+    }
+
+    private func block(_ l: Int, rows n: Int, start: Int, positions: UnsafePointer<Int32>) {
+        let d = model.dims, w = model.weights.layers[l]
+        RMSNorm.forward(out: normed.data, rstd: rstd.data, input: x.data, weight: w.attentionNorm.data, rows: n,
+                        dim: d.dim, eps: d.normEps)
+        project(l, .q, out: q, input: normed, rows: n)
+        project(l, .k, out: k, input: normed, rows: n)
+        project(l, .v, out: v, input: normed, rows: n)
+        RoPE.forward(x: q.data, positions: positions, rows: n, heads: d.heads, headDim: d.headDim, table: model.rope)
+        RoPE.forward(x: k.data, positions: positions, rows: n, heads: d.kvHeads, headDim: d.headDim, table: model.rope)
+        (keys[l].data + start * d.kvDim).update(from: k.data, count: n * d.kvDim)
+        (values[l].data + start * d.kvDim).update(from: v.data, count: n * d.kvDim)
+        cachedAttention(l, rows: n, start: start)
+        project(l, .o, out: x, input: attention, rows: n, accumulate: true)   // x += att Woᵀ
+        RMSNorm.forward(out: normed.data, rstd: rstd.data, input: x.data, weight: w.ffnNorm.data, rows: n,
+                        dim: d.dim, eps: d.normEps)
+        project(l, .gate, out: gate, input: normed, rows: n)
+        project(l, .up, out: up, input: normed, rows: n)
+        SwiGLU.forward(out: hidden.data, gate: gate.data, up: up.data, count: n * d.ffnDim)
+        project(l, .down, out: x, input: hidden, rows: n, accumulate: true)   // x += hidden Wdᵀ
+    }
+
+    /// Attention of the chunk's queries over the cache: row i (position start+i) sees keys 0...start+i.
+    private func cachedAttention(_ l: Int, rows n: Int, start: Int) {
+        let d = model.dims, hd = d.headDim, group = d.heads / d.kvHeads
+        let scale = 1 / Float(hd).squareRoot()
+        let kc = keys[l].data, vc = values[l].data, qd = q.data, out = attention.data, sc = scores.data
+        let cap = capacity
+        for i in 0..<n {
+            let visible = start + i + 1
+            parallelFor(d.heads) { heads in
+                for h in heads {
+                    let qh = qd + i * d.qDim + h * hd, kv = (h / group) * hd
+                    let s = sc + h * cap
+                    var maxScore = -Float.infinity
+                    for j in 0..<visible {
+                        let kj = kc + j * d.kvDim + kv
+                        var dot: Float = 0
+                        for c in 0..<hd { dot += qh[c] * kj[c] }
+                        s[j] = dot * scale
+                        maxScore = max(maxScore, s[j])
+                    }
+                    var total: Float = 0
+                    for j in 0..<visible { s[j] = expf(s[j] - maxScore); total += s[j] }
+                    let o = out + i * d.qDim + h * hd
+                    o.update(repeating: 0, count: hd)
+                    let inv = 1 / total
+                    for j in 0..<visible {
+                        let p = s[j] * inv, vj = vc + j * d.kvDim + kv
+                        for c in 0..<hd { o[c] += p * vj[c] }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Picks the next token from logits: greedy at temperature 0, otherwise temperature and nucleus (top-p) sampling.
+public struct Sampler {
+    public var temperature: Float
+    public var topP: Float
+    public var rng: RandomGenerator
+    private var order: [Int] = []
+    private var probabilities: [Float] = []
+
+    public init(temperature: Float = 0, topP: Float = 1, seed: UInt64 = 0) {
+        self.temperature = temperature
+        self.topP = topP
+        self.rng = RandomGenerator(seed: seed)
+    }
+
+    public mutating func next(_ logits: Tensor) -> Int32 {
+        let vocab = logits.count
+        if temperature <= 0 {
+            var best = 0
+            for i in 1..<vocab where logits[i] > logits[best] { best = i }
+            return Int32(best)
+        }
+        if probabilities.count != vocab { probabilities = [Float](repeating: 0, count: vocab); order = Array(0..<vocab) }
+        var maxLogit = -Float.infinity
+        for i in 0..<vocab { maxLogit = max(maxLogit, logits[i]) }
+        var total: Float = 0
+        for i in 0..<vocab {
+            let p = expf((logits[i] - maxLogit) / temperature)
+            probabilities[i] = p
+            total += p
+        }
+        for i in 0..<vocab { probabilities[i] /= total }
+        var candidates = vocab
+        if topP < 1 {
+            for i in 0..<vocab { order[i] = i }
+            order.sort { probabilities[$0] > probabilities[$1] || (probabilities[$0] == probabilities[$1] && $0 < $1) }
+            var cumulative: Float = 0
+            candidates = 0
+            while candidates < vocab {
+                cumulative += probabilities[order[candidates]]
+                candidates += 1
+                if cumulative >= topP { break }
+            }
+            let r = rng.nextUniform() * cumulative
+            var acc: Float = 0
+            for c in 0..<candidates {
+                acc += probabilities[order[c]]
+                if r < acc { return Int32(order[c]) }
+            }
+            return Int32(order[candidates - 1])
+        }
+        let r = rng.nextUniform()
+        var acc: Float = 0
+        for i in 0..<vocab {
+            acc += probabilities[i]
+            if r < acc { return Int32(i) }
+        }
+        return Int32(vocab - 1)
+    }
+}
+
+extension Generator {
+    /// Generates up to `maxNewTokens` after `prompt`, stopping at `stop` (EOS); `onToken` sees each new token.
+    public func generate(prompt: [Int32], maxNewTokens: Int, sampler: inout Sampler, stop: Int32?,
+                         onToken: (Int32) -> Void = { _ in }) throws -> [Int32] {
+        reset()
+        var out: [Int32] = []
+        var logits = try append(prompt)
+        for _ in 0..<maxNewTokens {
+            let next = sampler.next(logits)
+            out.append(next)
+            onToken(next)
+            if next == stop || length >= capacity { break }
+            logits = try append([next])
+        }
+        return out
+    }
+}

@@ -1,0 +1,45 @@
+/// The seven linear projections of a LLaMA block, the places an adapter can go.
+public enum Projection: String, CaseIterable, Codable, Sendable, Comparable {
+    case q, k, v, o, gate, up, down
+
+    /// Hugging Face's module name (`q_proj` …), used in adapter configs and tensor names.
+    public var hfName: String { "\(rawValue)_proj" }
+
+    /// The module path inside a block: `self_attn.q_proj` or `mlp.gate_proj`.
+    public var modulePath: String {
+        switch self {
+        case .q, .k, .v, .o: return "self_attn.\(hfName)"
+        case .gate, .up, .down: return "mlp.\(hfName)"
+        }
+    }
+
+    /// (in, out) features of this projection in a model of `config`.
+    public func features(_ config: ModelDimensions) -> (inFeatures: Int, outFeatures: Int) {
+        switch self {
+        case .q: return (config.dim, config.qDim)
+        case .k, .v: return (config.dim, config.kvDim)
+        case .o: return (config.qDim, config.dim)
+        case .gate, .up: return (config.dim, config.ffnDim)
+        case .down: return (config.ffnDim, config.dim)
+        }
+    }
+
+    public static func < (a: Projection, b: Projection) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
+/// Something added to a frozen projection's output: `y = W x + delta(x)`.
+///
+/// MiniGPT knows nothing of LoRA; the Targeting module implements this protocol. A delta keeps whatever it
+/// needs for its backward (for LoRA: `x·Aᵀ` and the dropout mask) in its own buffers, and accumulates its own
+/// parameter gradients.
+public protocol ProjectionDelta: AnyObject {
+    /// out[rows, outF] += delta(input[rows, inF]). `training` turns dropout on.
+    func forward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, rows: Int, training: Bool)
+
+    /// dInput[rows, inF] += ∂L/∂input through the delta; parameter gradients accumulate inside the delta.
+    /// Called after `forward` on the same input, before the next `forward`.
+    func backward(dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
+                  rows: Int)
+}

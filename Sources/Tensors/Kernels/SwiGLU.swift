@@ -1,0 +1,35 @@
+import Foundation
+
+/// The gated activation of the LLaMA feed-forward block: `out = silu(gate) · up`, silu(x) = x · sigmoid(x).
+///
+/// gate and up are the outputs of `gate_proj` and `up_proj`, (rows, F) each, flattened to `count` floats.
+public enum SwiGLU {
+    /// gate and up are (count) -> out is (count). `out` may alias `gate` or `up`.
+    public static func forward(out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>,
+                               up: UnsafePointer<Float>, count: Int) {
+        parallelFor(count, minChunk: 16_384) { range in
+            for i in range {
+                let g = gate[i]
+                // torch's silu: x / (1 + exp(-x))
+                out[i] = g / (1 + Foundation.exp(-g)) * up[i]
+            }
+        }
+    }
+
+    /// Gradients of `forward`. OVERWRITES dGate and dUp (they are fresh per layer, nothing to add to).
+    ///
+    /// dOut, gate, up are (count) -> dGate, dUp are (count).
+    /// d silu(g)/dg = σ(g) · (1 + g · (1 − σ(g))).
+    public static func backward(dGate: UnsafeMutablePointer<Float>, dUp: UnsafeMutablePointer<Float>,
+                                dOut: UnsafePointer<Float>, gate: UnsafePointer<Float>,
+                                up: UnsafePointer<Float>, count: Int) {
+        parallelFor(count, minChunk: 16_384) { range in
+            for i in range {
+                let g = gate[i], u = up[i], dy = dOut[i]
+                let sigmoid = 1 / (1 + Foundation.exp(-g))
+                dGate[i] = dy * u * sigmoid * (1 + g * (1 - sigmoid))
+                dUp[i] = dy * g * sigmoid
+            }
+        }
+    }
+}
