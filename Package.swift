@@ -38,6 +38,11 @@ let package = Package(
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"]),
         .testTarget(name: "MiniGPTTests", dependencies: ["MiniGPT", "Checkpoints", "Tensors", "Tokenizer"]),
+        .testTarget(name: "TargetingTests", dependencies: ["Targeting", "MiniGPT", "Checkpoints", "Tensors"]),
+        .testTarget(name: "InstructionTuningTests",
+                    dependencies: ["InstructionTuning", "Targeting", "MiniGPT", "Checkpoints", "Tensors", "Tokenizer"]),
+        // Runs the built `lora` executable as a user would.
+        .testTarget(name: "CLITests", dependencies: ["lora", "Checkpoints", "Tensors"]),
     ],
     // Kernels pass raw buffers to parallel loops by design; Swift 6's strict Sendable checking buys nothing there.
     swiftLanguageModes: [.v5]
