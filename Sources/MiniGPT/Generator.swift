@@ -24,10 +24,11 @@ public final class Generator {
     public init(model: LlamaModel, capacity: Int) {
         let d = model.dims
         self.model = model
-        self.capacity = min(capacity, d.maxPositions)
-        keys = (0..<d.layers).map { _ in Tensor(shape: [min(capacity, d.maxPositions), d.kvDim]) }
-        values = (0..<d.layers).map { _ in Tensor(shape: [min(capacity, d.maxPositions), d.kvDim]) }
-        scores = Tensor(shape: [d.heads, min(capacity, d.maxPositions)])
+        self.capacity = capacity
+        keys = (0..<d.layers).map { _ in Tensor(shape: [capacity, d.kvDim]) }
+        values = (0..<d.layers).map { _ in Tensor(shape: [capacity, d.kvDim]) }
+        scores = Tensor(shape: [d.heads, capacity])
+        model.ensurePositions(capacity)
         logits = Tensor(shape: [d.vocab])
     }
 
@@ -50,7 +51,7 @@ public final class Generator {
         let d = model.dims, w = model.weights, n = tokens.count
         guard n > 0 else { throw LoRAKitError("nothing to generate from: the prompt has no tokens") }
         guard length + n <= capacity else {
-            throw LoRAKitError("sequence of \(length + n) tokens exceeds the context of \(capacity) (max_position_embeddings \(d.maxPositions))")
+            throw LoRAKitError("sequence of \(length + n) tokens exceeds the generator's capacity of \(capacity)")
         }
         for (i, id) in tokens.enumerated() where id < 0 || Int(id) >= d.vocab {
             throw LoRAKitError("token id \(id) at position \(i) is outside the vocabulary (0..<\(d.vocab))")

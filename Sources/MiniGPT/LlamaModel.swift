@@ -9,7 +9,9 @@ import Tensors
 public final class LlamaModel {
     public let weights: LlamaWeights
     public let dims: ModelDimensions
-    let rope: RoPETable
+    /// cos/sin for every position seen so far; grown when a longer sequence comes (transformers does not cap
+    /// sequences at max_position_embeddings either: it is the trained context, not a limit of RoPE).
+    private(set) var rope: RoPETable
 
     /// Adapters per block and projection; several on one projection add up.
     public private(set) var deltas: [[Projection: [ProjectionDelta]]]
@@ -49,11 +51,16 @@ public final class LlamaModel {
         return a
     }
 
+    /// Makes the RoPE table cover positions 0..<count.
+    func ensurePositions(_ count: Int) {
+        if count > rope.maxPositions {
+            rope = RoPETable(headDim: dims.headDim, maxPositions: max(count, 2 * rope.maxPositions), theta: dims.ropeTheta)
+        }
+    }
+
     /// Checks ids and lengths against the model before any work (user data reaches here).
     public func validate(_ batch: TokenBatch) throws {
-        if batch.seqLen > dims.maxPositions {
-            throw LoRAKitError("sequence of \(batch.seqLen) tokens is longer than the model's max_position_embeddings (\(dims.maxPositions))")
-        }
+        ensurePositions(batch.seqLen)
         for (i, id) in batch.ids.enumerated() where id < 0 || Int(id) >= dims.vocab {
             throw LoRAKitError("token id \(id) at position \(i % batch.seqLen) of sequence \(i / batch.seqLen) is outside the vocabulary (0..<\(dims.vocab))")
         }

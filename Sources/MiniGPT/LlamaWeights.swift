@@ -1,4 +1,5 @@
 import Checkpoints
+import Foundation
 import Tensors
 
 /// One block's parameters, HF layout: projections are `[out, in]`, norms `[dim]`.
@@ -112,6 +113,13 @@ public final class LlamaWeights {
     ///
     /// F32 tensors are used straight from the memory map; F16 and BF16 are converted once.
     public static func load(directory: String) throws -> LlamaWeights {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw LoRAKitError.file(directory, "no such model directory (expected config.json, model.safetensors, tokenizer.model)")
+        }
+        guard FileManager.default.fileExists(atPath: directory + "/config.json") else {
+            throw LoRAKitError.file(directory, "no config.json: not a Hugging Face model directory")
+        }
         let config = try LlamaConfig.load(from: directory + "/config.json")
         let store = try WeightStore(directory: directory)
         return try assemble(config: config) { name, shape in try store.tensor(name, shape: shape) }
