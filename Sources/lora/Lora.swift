@@ -5,5 +5,6 @@ struct Lora: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lora",
         abstract: "LoRA fine-tuning of LLaMA-architecture models on the CPU.",
-        subcommands: [])
+        discussion: "Models are Hugging Face Llama directories (config.json, model.safetensors, tokenizer.model).",
+        subcommands: [TokenizerCommand.self, Forward.self, Generate.self, Finetune.self, Eval.self])
 }

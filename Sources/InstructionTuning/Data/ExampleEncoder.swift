@@ -1,0 +1,118 @@
+import Foundation
+import MiniGPT
+import Tensors
+import Tokenizer
+
+/// One tokenized training example: `[BOS] + encode(prompt) + encode(output) + [EOS]`, possibly truncated.
+public struct EncodedExample: Equatable, Hashable, Sendable {
+    /// The token ids, BOS first.
+    public var ids: [Int32]
+    /// How many leading ids are BOS and prompt: with the prompt masked, the target at position i (`ids[i + 1]`)
+    /// counts only when `i + 1 >= promptLength`, so the targets are the output tokens and the EOS.
+    public var promptLength: Int
+
+    public init(ids: [Int32], promptLength: Int) {
+        self.ids = ids
+        self.promptLength = promptLength
+    }
+
+    /// The number of positions that carry a loss: `ids.count - promptLength` with the prompt masked,
+    /// `ids.count - 1` without.
+    public func targetCount(maskPrompt: Bool) -> Int {
+        maskPrompt ? max(0, ids.count - max(promptLength, 1)) : max(0, ids.count - 1)
+    }
+}
+
+/// Turns instruction records into token ids (DESIGN §4): the prompt and the output are encoded separately,
+/// without BOS/EOS inside either, then joined as `[BOS] + prompt + output + [EOS]`.
+public struct ExampleEncoder {
+    /// What to do with an example longer than `maxSeqLen` tokens.
+    public enum Overflow: String, Sendable, CaseIterable {
+        /// Keep its first `maxSeqLen` tokens; skip it when no output token would remain.
+        case truncate
+        /// Leave it out.
+        case skip
+    }
+
+    public let tokenizer: SentencePieceTokenizer
+    public var template: PromptTemplate
+    public var bosId: Int32
+    public var eosId: Int32
+    /// Whether BOS and prompt positions carry no loss (the default); used by `tokenBatch(_:)`.
+    public var maskPrompt: Bool
+    /// The most tokens an example may have, BOS and EOS included.
+    public var maxSeqLen: Int
+    public var overflow: Overflow
+
+    /// An encoder; `bosId` and `eosId` default to the tokenizer's (pass the model config's when they differ).
+    public init(tokenizer: SentencePieceTokenizer, template: PromptTemplate = .alpaca, bosId: Int32? = nil,
+                eosId: Int32? = nil, maskPrompt: Bool = true, maxSeqLen: Int, overflow: Overflow = .truncate) {
+        self.tokenizer = tokenizer
+        self.template = template
+        self.bosId = bosId ?? tokenizer.bosId
+        self.eosId = eosId ?? tokenizer.eosId
+        self.maskPrompt = maskPrompt
+        self.maxSeqLen = maxSeqLen
+        self.overflow = overflow
+    }
+
+    /// The full example of `record`, not truncated.
+    public func encode(_ record: InstructionRecord) -> EncodedExample {
+        let prompt = tokenizer.encode(template.prompt(for: record))
+        let output = tokenizer.encode(record.output)
+        var ids: [Int32] = []
+        ids.reserveCapacity(prompt.count + output.count + 2)
+        ids.append(bosId)
+        ids += prompt
+        ids += output
+        ids.append(eosId)
+        return EncodedExample(ids: ids, promptLength: 1 + prompt.count)
+    }
+
+    /// The examples of `records`, each at most `maxSeqLen` tokens, with the counts of truncated and skipped ones.
+    ///
+    /// With `.truncate` an example keeps its first `maxSeqLen` tokens, but is skipped when its BOS and prompt
+    /// alone fill them (`promptLength >= maxSeqLen`: nothing of the response would be learned). With `.skip`
+    /// every example that is too long is skipped. Throws when the special ids are not in the vocabulary,
+    /// `maxSeqLen` is below 2, or every record is skipped.
+    public func encode(_ records: [InstructionRecord]) throws
+        -> (examples: [EncodedExample], truncated: Int, skipped: Int) {
+        try checkSettings()
+        var result: (examples: [EncodedExample], truncated: Int, skipped: Int) = ([], 0, 0)
+        result.examples.reserveCapacity(records.count)
+        for record in records {
+            var example = encode(record)
+            if example.ids.count > maxSeqLen {
+                guard overflow == .truncate, example.promptLength < maxSeqLen else {
+                    result.skipped += 1
+                    continue
+                }
+                example.ids.removeLast(example.ids.count - maxSeqLen)
+                result.truncated += 1
+            }
+            result.examples.append(example)
+        }
+        if result.examples.isEmpty && !records.isEmpty {
+            let advice = overflow == .truncate ? " (their BOS and prompt alone fill it); raise --max-seq-len"
+                : "; raise --max-seq-len or truncate instead of skipping"
+            throw LoRAKitError("all \(records.count) examples are longer than --max-seq-len \(maxSeqLen)\(advice)")
+        }
+        return result
+    }
+
+    /// A padded batch of `examples` with this encoder's prompt masking.
+    public func tokenBatch(_ examples: [EncodedExample]) -> TokenBatch {
+        Batcher.makeTokenBatch(examples, maskPrompt: maskPrompt)
+    }
+
+    private func checkSettings() throws {
+        guard maxSeqLen >= 2 else {
+            throw LoRAKitError("--max-seq-len must be at least 2 (BOS and one token to predict), not \(maxSeqLen)")
+        }
+        for (name, id) in [("BOS", bosId), ("EOS", eosId)] where id < 0 || Int(id) >= tokenizer.vocabSize {
+            throw LoRAKitError.file(tokenizer.modelPath, id < 0
+                ? "the tokenizer has no \(name) id; an instruction example needs one"
+                : "the \(name) id \(id) is outside the vocabulary of \(tokenizer.vocabSize) pieces")
+        }
+    }
+}

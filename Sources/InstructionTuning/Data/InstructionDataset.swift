@@ -1,0 +1,99 @@
+import Foundation
+import Tensors
+
+/// Loading an instruction dataset: a JSON array of records, or JSONL with one record per line.
+///
+/// The format is told by the first non-whitespace byte: `[` is a JSON array, anything else JSONL. Keys other
+/// than `instruction`, `input` and `output` are ignored. Every problem is one `LoRAKitError` naming the file and
+/// the place — byte offset, line and column, or record and field — and no input crashes the loader.
+public enum InstructionDataset {
+    /// The records of the dataset at `path`, in file order.
+    ///
+    /// Throws when the file is missing or unreadable, is not UTF-8, holds malformed JSON, holds a record that is
+    /// not an object or whose `instruction` or `output` is missing or whose fields are not strings, or holds no records.
+    public static func load(path: String) throws -> [InstructionRecord] {
+        let bytes = try JSONText.read(path: path, what: "dataset")
+        guard let first = bytes.first(where: { !isWhitespace($0) }) else {
+            throw LoRAKitError.file(path, "no records (the file is empty)")
+        }
+        return first == UInt8(ascii: "[") ? try loadArray(bytes, path: path) : try loadLines(bytes, path: path)
+    }
+
+    /// A file holding one JSON array of record objects.
+    static func loadArray(_ bytes: [UInt8], path: String) throws -> [InstructionRecord] {
+        let value: Any
+        switch JSONText.parse(bytes[...]) {
+        case .success(let parsed): value = parsed
+        case .failure(let error): throw JSONText.malformed(error, in: bytes, path: path)
+        }
+        guard let array = value as? [Any] else {
+            // The first byte was '[', so a successful parse is an array; this guards against surprises.
+            throw LoRAKitError.file(path, "expected a JSON array of records, found \(JSONText.kind(of: value))")
+        }
+        if array.isEmpty { throw LoRAKitError.file(path, "no records (the JSON array is empty)") }
+        return try array.enumerated().map { index, element in
+            try record(element, label: "record \(index + 1)", path: path)
+        }
+    }
+
+    /// A JSONL file: one record object per non-blank line.
+    static func loadLines(_ bytes: [UInt8], path: String) throws -> [InstructionRecord] {
+        var records: [InstructionRecord] = []
+        var lineNumber = 0
+        var start = 0
+        while start < bytes.count {
+            let end = bytes[start...].firstIndex(of: 0x0A) ?? bytes.count
+            lineNumber += 1
+            let line = bytes[start..<end]
+            start = end + 1
+            guard line.contains(where: { !isWhitespace($0) }) else { continue }
+            let label = "record \(records.count + 1) (line \(lineNumber))"
+            switch JSONText.parse(line) {
+            case .success(let value):
+                records.append(try record(value, label: label, path: path))
+            case .failure(let error):
+                if records.isEmpty { try rejectMultiLineObject(bytes, path: path) }
+                let column = error.offset.map { JSONText.position(ofByte: $0, in: Array(line)).column }
+                let place = column.map { "line \(lineNumber), column \($0)" } ?? "line \(lineNumber)"
+                throw LoRAKitError.file(path, "malformed JSON at \(place) (\(error.reason)); "
+                    + "a JSONL dataset holds one JSON object per line")
+            }
+        }
+        if records.isEmpty { throw LoRAKitError.file(path, "no records (the file holds only blank lines)") }
+        return records
+    }
+
+    /// A pretty-printed single object fails as JSONL on its first line; say what the file is instead.
+    private static func rejectMultiLineObject(_ bytes: [UInt8], path: String) throws {
+        guard case .success(let value) = JSONText.parse(bytes[...]), value is [String: Any] else { return }
+        throw LoRAKitError.file(path, "the file holds one JSON object spread over several lines; a dataset is "
+            + "a JSON array of records ([{\"instruction\": …, \"output\": …}, …]) or JSONL (one object per line)")
+    }
+
+    /// The record of a parsed JSON value; `label` says which record it is in messages.
+    static func record(_ value: Any, label: String, path: String) throws -> InstructionRecord {
+        guard let object = value as? [String: Any] else {
+            throw LoRAKitError.file(path, "\(label) is \(JSONText.kind(of: value)), not an object with "
+                + "\"instruction\" and \"output\" strings")
+        }
+        func field(_ name: String, required: Bool) throws -> String {
+            guard let value = object[name] else {
+                if required { throw LoRAKitError.file(path, "\(label) has no \"\(name)\" field") }
+                return ""
+            }
+            guard let text = value as? String else {
+                throw LoRAKitError.file(path, "\(label): field \"\(name)\" is \(JSONText.kind(of: value)), not a string")
+            }
+            return text
+        }
+        return InstructionRecord(instruction: try field("instruction", required: true),
+                                 input: try field("input", required: false),
+                                 output: try field("output", required: true))
+    }
+
+    /// JSON's whitespace: space, tab, line feed, carriage return.
+    @inline(__always)
+    static func isWhitespace(_ byte: UInt8) -> Bool {
+        byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D
+    }
+}

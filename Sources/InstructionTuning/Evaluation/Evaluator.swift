@@ -1,0 +1,101 @@
+import Foundation
+import MiniGPT
+import Tensors
+import Tokenizer
+
+/// One evaluated record: what was asked, expected and answered.
+public struct EvaluatedExample: Codable, Sendable {
+    public var instruction: String
+    public var input: String
+    public var expected: String
+    public var generated: String
+    public var exactMatch: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case instruction, input, expected, generated
+        case exactMatch = "exact_match"
+    }
+}
+
+/// The result of `lora eval`.
+public struct EvaluationReport: Codable, Sendable {
+    public var loss: Double
+    public var perplexity: Double
+    public var exactMatch: Double
+    public var count: Int
+    public var tokens: Int
+    public var examples: [EvaluatedExample]
+
+    enum CodingKeys: String, CodingKey {
+        case loss, perplexity, count, tokens, examples
+        case exactMatch = "exact_match"
+    }
+}
+
+/// Loss and perplexity on the response tokens, and exact match of greedy answers.
+///
+/// A greedy answer matches when it equals the expected output after trimming surrounding white space.
+public struct Evaluator {
+    public let model: LlamaModel
+    public let tokenizer: SentencePieceTokenizer
+    public let template: PromptTemplate
+    public var batchSize = 8
+    public var maxSeqLen = 256
+    /// Tokens generated beyond the expected answer's length before giving up on a match.
+    public var extraTokens = 8
+
+    public init(model: LlamaModel, tokenizer: SentencePieceTokenizer, template: PromptTemplate) {
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+    }
+
+    public func evaluate(_ records: [InstructionRecord], generate: Bool = true,
+                         progress: (Int, Int) -> Void = { _, _ in }) throws -> EvaluationReport {
+        let config = model.weights.config
+        let encoder = ExampleEncoder(tokenizer: tokenizer, template: template, bosId: Int32(config.bosTokenId),
+                                     eosId: Int32(config.eosTokenId), maskPrompt: true,
+                                     maxSeqLen: maxSeqLen, overflow: .truncate)
+        let encoded = try encoder.encode(records).examples
+        var sum = 0.0, count = 0, start = 0
+        while start < encoded.count {
+            let end = min(encoded.count, start + batchSize)
+            let r = try model.loss(Batcher.makeTokenBatch(Array(encoded[start..<end]), maskPrompt: true),
+                                   backward: false, training: false)
+            sum += r.sum
+            count += r.count
+            start = end
+        }
+        let loss = sum / Double(max(1, count))
+
+        var examples: [EvaluatedExample] = []
+        if generate {
+            var generator = Generator(model: model, capacity: maxSeqLen + extraTokens)
+            let eos = Int32(config.eosTokenId)
+            for (i, record) in records.enumerated() {
+                let prompt = [Int32(config.bosTokenId)]
+                    + tokenizer.encode(template.prompt(instruction: record.instruction, input: record.input))
+                let budget = tokenizer.encode(record.output).count + extraTokens
+                if prompt.count + budget > generator.capacity {
+                    generator = Generator(model: model, capacity: prompt.count + budget)
+                }
+                var answer = ""
+                do {
+                    var sampler = Sampler(temperature: 0)
+                    var ids = try generator.generate(prompt: prompt, maxNewTokens: budget, sampler: &sampler, stop: eos)
+                    if ids.last == eos { ids.removeLast() }
+                    answer = try tokenizer.decode(ids)
+                }
+                let match = answer.trimmingCharacters(in: .whitespacesAndNewlines)
+                    == record.output.trimmingCharacters(in: .whitespacesAndNewlines)
+                examples.append(EvaluatedExample(instruction: record.instruction, input: record.input,
+                                                 expected: record.output, generated: answer, exactMatch: match))
+                progress(i + 1, records.count)
+            }
+        }
+        let matches = examples.filter(\.exactMatch).count
+        return EvaluationReport(loss: loss, perplexity: exp(loss),
+                                exactMatch: examples.isEmpty ? 0 : Double(matches) / Double(examples.count),
+                                count: records.count, tokens: count, examples: examples)
+    }
+}

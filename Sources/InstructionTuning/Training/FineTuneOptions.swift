@@ -1,0 +1,73 @@
+import Foundation
+import Tensors
+
+/// Every setting of a fine-tuning run. Saved in each checkpoint, so `--resume DIR` alone continues the run.
+///
+/// Names follow the command line (DESIGN §3); defaults are PEFT's and alpaca-lora's where they have one.
+public struct FineTuneOptions: Codable, Equatable, Sendable {
+    public var base: String
+    public var data: String
+    public var out: String
+    public var targets: String = "q,v"
+    public var layers: String? = nil
+    public var rank: Int = 8
+    public var alpha: Double = 16
+    public var dropout: Double = 0.05
+    public var rslora: Bool = false
+    public var initialization: String = "kaiming"
+    public var template: String = "alpaca"
+    public var maskPrompt: Bool = true
+    public var maxSeqLen: Int = 256
+    public var skipLong: Bool = false
+    public var epochs: Int = 1
+    public var steps: Int? = nil
+    public var batchSize: Int = 4
+    public var gradAccum: Int = 1
+    public var lr: Double = 3e-4
+    public var lrSchedule: String = "cosine"
+    public var warmupSteps: Int = 0
+    public var weightDecay: Double = 0
+    public var maxGradNorm: Double = 1
+    public var valData: String? = nil
+    public var valFraction: Double = 0
+    public var evalEvery: Int = 0
+    public var saveEvery: Int = 0
+    public var keep: Int = 2
+    public var initAdapter: String? = nil
+    public var shuffle: Bool = true
+    public var seed: UInt64 = 0
+    public var overwrite: Bool = false
+
+    public init(base: String, data: String, out: String) {
+        self.base = base
+        self.data = data
+        self.out = out
+    }
+
+    /// Checks values a user can get wrong, before any work starts.
+    public func validate() throws {
+        func fail(_ m: String) -> LoRAKitError { LoRAKitError(m) }
+        if rank <= 0 { throw fail("--rank must be positive, got \(rank)") }
+        if !(alpha > 0) { throw fail("--alpha must be positive, got \(alpha)") }
+        if !(dropout >= 0 && dropout < 1) { throw fail("--dropout must be in [0, 1), got \(dropout)") }
+        if !["kaiming", "gaussian"].contains(initialization) {
+            throw fail("--init must be kaiming or gaussian, got '\(initialization)'")
+        }
+        if maxSeqLen < 2 { throw fail("--max-seq-len must be at least 2, got \(maxSeqLen)") }
+        if epochs < 1 { throw fail("--epochs must be at least 1, got \(epochs)") }
+        if let steps, steps < 1 { throw fail("--steps must be at least 1, got \(steps)") }
+        if batchSize < 1 { throw fail("--batch-size must be at least 1, got \(batchSize)") }
+        if gradAccum < 1 { throw fail("--grad-accum must be at least 1, got \(gradAccum)") }
+        if !(lr > 0) { throw fail("--lr must be positive, got \(lr)") }
+        if LearningRateSchedule.Kind(rawValue: lrSchedule) == nil {
+            throw fail("--lr-schedule must be constant, linear or cosine, got '\(lrSchedule)'")
+        }
+        if warmupSteps < 0 { throw fail("--warmup-steps must be >= 0, got \(warmupSteps)") }
+        if !(weightDecay >= 0) { throw fail("--weight-decay must be >= 0, got \(weightDecay)") }
+        if !(maxGradNorm >= 0) { throw fail("--max-grad-norm must be >= 0 (0 disables clipping), got \(maxGradNorm)") }
+        if !(valFraction >= 0 && valFraction < 1) { throw fail("--val-fraction must be in [0, 1), got \(valFraction)") }
+        if valData != nil && valFraction > 0 { throw fail("give --val-data or --val-fraction, not both") }
+        if evalEvery < 0 || saveEvery < 0 { throw fail("--eval-every and --save-every must be >= 0") }
+        if keep < 1 { throw fail("--keep must be at least 1, got \(keep)") }
+    }
+}

@@ -1,0 +1,215 @@
+import Checkpoints
+import Foundation
+import MiniGPT
+import Targeting
+import Tensors
+import Tokenizer
+
+/// LoRA fine-tuning on instruction data: the loop of `lora finetune`.
+///
+/// Each optimizer step takes `gradAccum` micro-batches, scales every micro-batch's loss by 1 / (unmasked targets
+/// of the whole step) so the gradients add up to the mean, clips, and updates the adapters with AdamW. The base
+/// stays frozen; the backward stops at the lowest adapted block.
+public final class FineTuner {
+    public let options: FineTuneOptions
+    public let model: LlamaModel
+    public let tokenizer: SentencePieceTokenizer
+    public let adapters: AdapterSet
+    let optimizer: AdamW
+    let schedule: LearningRateSchedule
+    let batcher: Batcher
+    let validation: [EncodedExample]
+    public let totalSteps: Int
+    var state: TrainerState
+
+    /// Loads the base and the data, builds (or loads) the adapter. Nothing is written until `run`.
+    public init(options: FineTuneOptions, resume: TrainerCheckpoint? = nil) throws {
+        try options.validate()
+        self.options = options
+        let weights = try LlamaWeights.load(directory: options.base)
+        model = LlamaModel(weights: weights)
+        tokenizer = try BaseModel.tokenizer(directory: options.base)
+        if tokenizer.vocabSize > weights.dims.vocab {
+            throw LoRAKitError.file(options.base, "tokenizer.model has \(tokenizer.vocabSize) pieces but the model's vocab_size is \(weights.dims.vocab)")
+        }
+
+        // Data: records → prompt/response ids → batches.
+        let template = try PromptTemplate.named(options.template)
+        let records = try InstructionDataset.load(path: options.data)
+        var trainRecords = records, valRecords: [InstructionRecord] = []
+        if let valPath = options.valData {
+            valRecords = try InstructionDataset.load(path: valPath)
+        } else if options.valFraction > 0 {
+            (trainRecords, valRecords) = try Batcher.split(records, valFraction: options.valFraction, seed: options.seed)
+        }
+        let encoder = ExampleEncoder(tokenizer: tokenizer, template: template,
+                                     bosId: Int32(weights.config.bosTokenId), eosId: Int32(weights.config.eosTokenId),
+                                     maskPrompt: options.maskPrompt, maxSeqLen: options.maxSeqLen,
+                                     overflow: options.skipLong ? .skip : .truncate)
+        let train = try encoder.encode(trainRecords)
+        validation = valRecords.isEmpty ? [] : try encoder.encode(valRecords).examples
+        batcher = try Batcher(examples: train.examples, batchSize: options.batchSize, seed: options.seed,
+                              maskPrompt: options.maskPrompt)
+        datasetCounts = (train.examples.count, validation.count, train.truncated, train.skipped)
+
+        let stepsPerEpoch = (batcher.batchesPerEpoch + options.gradAccum - 1) / options.gradAccum
+        totalSteps = options.steps ?? options.epochs * stepsPerEpoch
+
+        // The adapter: resumed, started from an existing PEFT adapter, or new.
+        if let resume {
+            adapters = try AdapterSet.load(directory: resume.directory, dims: weights.dims)
+        } else if let initial = options.initAdapter {
+            adapters = try AdapterSet.load(directory: initial, dims: weights.dims)
+        } else {
+            var config = LoRAConfig(targets: try TargetSelection.parseTargets(options.targets),
+                                    layers: options.layers == nil ? nil
+                                        : try TargetSelection.parseLayers(options.layers, layerCount: weights.dims.layers),
+                                    r: options.rank, loraAlpha: options.alpha, loraDropout: options.dropout,
+                                    useRslora: options.rslora,
+                                    initLoraWeights: options.initialization == "gaussian" ? .method("gaussian") : .flag(true))
+            config.baseModelNameOrPath = options.base
+            adapters = try AdapterSet(config: config, dims: weights.dims,
+                                      initialization: options.initialization == "gaussian" ? .gaussian : .kaiming,
+                                      seed: options.seed)
+        }
+        // A loaded adapter trains with this run's dropout.
+        for adapter in adapters.adapters { adapter.dropout = Float(options.dropout) }
+        try adapters.attach(to: model)
+
+        optimizer = AdamW(parameterCount: adapters.parameters.count, weightDecay: Float(options.weightDecay))
+        schedule = LearningRateSchedule(kind: LearningRateSchedule.Kind(rawValue: options.lrSchedule) ?? .cosine,
+                                        peak: Float(options.lr), warmupSteps: options.warmupSteps,
+                                        totalSteps: totalSteps)
+        state = TrainerState(step: 0, microStep: 0, tokens: 0, elapsed: 0, bestValidationLoss: nil,
+                             dropoutRNG: adapters.dropoutStates)
+        if let resume {
+            try resume.restore(into: optimizer, state: &state)
+            try adapters.restoreDropoutStates(state.dropoutRNG)
+        }
+    }
+
+    let datasetCounts: (train: Int, validation: Int, truncated: Int, skipped: Int)
+
+    /// Trains to the end, writing checkpoints, `metrics.jsonl` and the final adapter into `options.out`.
+    public func run(_ onEvent: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
+        onEvent(.dataset(train: datasetCounts.train, validation: datasetCounts.validation,
+                         truncated: datasetCounts.truncated, skipped: datasetCounts.skipped))
+        let out = options.out
+        let resuming = state.step > 0
+        try prepareOutputDirectory(resuming: resuming)
+        let metrics = try MetricsLog(path: out + "/metrics.jsonl", truncateAfter: resuming ? state.step : 0)
+        onEvent(.start(step: state.step, totalSteps: totalSteps, trainable: adapters.parameters.count))
+
+        let started = Date()
+        let elapsedBefore = state.elapsed
+        var lastLoss = Double.nan
+        while state.step < totalSteps {
+            let stepStarted = Date()
+            adapters.zeroGradients()
+            let microBatches = (0..<options.gradAccum).map { i -> TokenBatch in
+                let number = state.microStep + i
+                let epoch = number / batcher.batchesPerEpoch, index = number % batcher.batchesPerEpoch
+                if options.shuffle { return batcher.batch(epoch: epoch, index: index) }
+                // Unshuffled: file order, the same every epoch.
+                let examples = batcher.examples
+                let range = (index * batcher.batchSize)..<min(examples.count, (index + 1) * batcher.batchSize)
+                return Batcher.makeTokenBatch(Array(examples[range]), maskPrompt: options.maskPrompt)
+            }
+            let targets = microBatches.reduce(0) { $0 + $1.targetCount }
+            let scale = 1 / Float(max(1, targets))
+            var lossSum = 0.0, tokens = 0
+            for batch in microBatches {
+                lossSum += try model.loss(batch, backward: true, gradScale: scale, training: true).sum
+                tokens += batch.lengths.reduce(0) { $0 + Int($1) }
+            }
+            let loss = lossSum / Double(max(1, targets))
+            let gradNorm = clipGradientNorm(adapters.gradients, maxNorm: Float(options.maxGradNorm))
+            guard loss.isFinite, gradNorm.isFinite else {
+                throw LoRAKitError("step \(state.step + 1): the loss or the gradients are not finite (loss \(loss), gradient norm \(gradNorm)); the last checkpoint in \(out) is intact — lower --lr or check the data")
+            }
+            let lr = schedule.rate(at: state.step)
+            optimizer.update(parameters: adapters.parameters, gradients: adapters.gradients, lr: lr)
+            state.step += 1
+            state.microStep += options.gradAccum
+            state.tokens += tokens
+            lastLoss = loss
+
+            var valLoss: Double?
+            if options.evalEvery > 0 && !validation.isEmpty && (state.step % options.evalEvery == 0 || state.step == totalSteps) {
+                let v = try validationLoss()
+                valLoss = v
+                state.bestValidationLoss = min(state.bestValidationLoss ?? .infinity, v)
+                onEvent(.validation(step: state.step, loss: v))
+            }
+            let elapsed = elapsedBefore + Date().timeIntervalSince(started)
+            state.elapsed = elapsed
+            let stepSeconds = Date().timeIntervalSince(stepStarted)
+            let line = StepMetrics(step: state.step,
+                                   epoch: Double(state.microStep) / Double(max(1, batcher.batchesPerEpoch)),
+                                   loss: loss, lr: Double(lr), tokensPerSecond: Double(tokens) / max(stepSeconds, 1e-9),
+                                   elapsed: elapsed, gradNorm: Double(gradNorm), valLoss: valLoss, totalSteps: totalSteps)
+            try metrics.append(line)
+            onEvent(.step(line))
+            if options.saveEvery > 0 && state.step % options.saveEvery == 0 && state.step < totalSteps {
+                let path = try saveCheckpoint()
+                onEvent(.checkpoint(step: state.step, path: path))
+            }
+        }
+        // The final adapter, and a checkpoint of the finished state (so --resume of a finished run does nothing).
+        if !validation.isEmpty && state.bestValidationLoss == nil {
+            let v = try validationLoss()
+            state.bestValidationLoss = v
+            onEvent(.validation(step: state.step, loss: v))
+        }
+        if adapters.allBZero {
+            onEvent(.warning("every lora_B is still zero: the adapter does not change the model (too few steps or too low --lr?)"))
+        }
+        let path = try saveCheckpoint()
+        onEvent(.checkpoint(step: state.step, path: path))
+        try adapters.save(to: out, baseModelPath: options.base)
+        let seconds = state.elapsed
+        return TrainingSummary(steps: state.step, tokens: state.tokens, seconds: seconds,
+                               tokensPerSecond: Double(state.tokens) / max(seconds, 1e-9),
+                               peakRSSMiB: peakResidentMiB(), finalLoss: lastLoss,
+                               bestValidationLoss: state.bestValidationLoss, adapterDirectory: out)
+    }
+
+    /// Mean loss over the validation examples (no dropout, no gradients).
+    public func validationLoss() throws -> Double {
+        var sum = 0.0, count = 0
+        var start = 0
+        while start < validation.count {
+            let end = min(validation.count, start + options.batchSize)
+            let batch = Batcher.makeTokenBatch(Array(validation[start..<end]), maskPrompt: options.maskPrompt)
+            let r = try model.loss(batch, backward: false, training: false)
+            sum += r.sum
+            count += r.count
+            start = end
+        }
+        return sum / Double(max(1, count))
+    }
+
+    private func prepareOutputDirectory(resuming: Bool) throws {
+        let fm = FileManager.default
+        let out = options.out
+        if !resuming && fm.fileExists(atPath: out) {
+            guard options.overwrite else {
+                throw LoRAKitError.file(out, "already exists; pass --overwrite to replace it, or --resume \(out) to continue its run")
+            }
+            try? fm.removeItem(atPath: out)
+        }
+        do {
+            try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
+        } catch {
+            throw LoRAKitError.file(out, "cannot create the output directory (\(error.localizedDescription))")
+        }
+    }
+
+    /// Writes `checkpoint-STEP` atomically and removes all but the last `keep`.
+    private func saveCheckpoint() throws -> String {
+        let path = try TrainerCheckpoint.save(directory: options.out, step: state.step, options: options,
+                                              adapters: adapters, optimizer: optimizer, state: state)
+        try TrainerCheckpoint.prune(directory: options.out, keep: options.keep)
+        return path
+    }
+}

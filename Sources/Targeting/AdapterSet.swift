@@ -1,0 +1,302 @@
+import Checkpoints
+import Foundation
+import MiniGPT
+import Tensors
+
+/// The LoRA adapters of one PEFT adapter over a model: one `LoRALinear` per targeted (layer, projection).
+///
+/// All A and B matrices live in ONE flat parameter buffer and their gradients in ONE flat gradient buffer of the
+/// same layout, in a fixed order — sites sorted by (layer, projection q…down), A before B — so an optimizer,
+/// gradient clipping and checkpoints treat the whole set as one array. Several sets can be attached to one
+/// model; their outputs add up.
+public final class AdapterSet {
+    /// The PEFT configuration this set was built from (written back by `save`).
+    public let config: LoRAConfig
+    /// The base model's sizes the adapters fit.
+    public let dims: ModelDimensions
+    /// The adapters, in the order of the flat buffers.
+    public let adapters: [LoRALinear]
+    /// Every A and B, back to back (`trainableCount` floats).
+    public let parameters: Tensor
+    /// The gradients of `parameters`, same layout.
+    public let gradients: Tensor
+
+    /// Scales the set's output (`lora forward --adapter DIR:0.5`); 1 by default.
+    public var multiplier: Float = 1 {
+        didSet { for adapter in adapters { adapter.multiplier = multiplier } }
+    }
+    /// False freezes the set: its backward still passes gradients to the layers below, but leaves `gradients` alone.
+    public var trainable = true {
+        didSet { for adapter in adapters { adapter.trainable = trainable } }
+    }
+
+    public static let weightsFileName = "adapter_model.safetensors"
+
+    private let bySite: [AdapterSite: LoRALinear]
+
+    // MARK: building
+
+    /// New adapters on the modules `config` targets, initialised as `initialization` (nil: as the config's
+    /// `init_lora_weights` says) from `seed`.
+    public convenience init(config: LoRAConfig, dims: ModelDimensions, initialization: AdapterInitialization? = nil,
+                            seed: UInt64 = 0) throws {
+        try config.validate()
+        let sites = try config.sites(layerCount: dims.layers)
+        try self.init(config: config, sites: sites, dims: dims, seed: seed)
+        initialize(try initialization ?? config.initialization(), seed: seed)
+    }
+
+    /// New adapters on `targets` of blocks `layers`, with the rank, alpha, dropout and rsLoRA of `config`
+    /// (its `target_modules` and `layers_to_transform` are replaced by these).
+    public convenience init(config: LoRAConfig, targets: [Projection], layers: [Int], dims: ModelDimensions,
+                            initialization: AdapterInitialization = .kaiming, seed: UInt64 = 0) throws {
+        guard !targets.isEmpty else { throw LoRAKitError("no target projections given: the adapter would be empty") }
+        guard !layers.isEmpty else { throw LoRAKitError("no layers given: the adapter would be empty") }
+        if let bad = layers.first(where: { $0 < 0 || $0 >= dims.layers }) {
+            throw LoRAKitError("layer \(bad) does not exist: the base model has \(dims.layers) layers (0-\(dims.layers - 1))")
+        }
+        var config = config
+        config.targetModules = .list(Set(targets).sorted().map(\.hfName))
+        let distinct = Set(layers).sorted()
+        config.layersToTransform = distinct == Array(0..<dims.layers) ? nil : distinct
+        config.initLoraWeights = initialization.configValue
+        try self.init(config: config, dims: dims, initialization: initialization, seed: seed)
+    }
+
+    /// Zero adapters on `sites`; the dropout generators are seeded from `seed`.
+    private init(config: LoRAConfig, sites: [AdapterSite], dims: ModelDimensions, seed: UInt64) throws {
+        guard !sites.isEmpty else { throw LoRAKitError("the adapter targets no module: it would be empty") }
+        self.config = config
+        self.dims = dims
+        var shapes: [(a: [Int], b: [Int])] = []
+        for site in sites {
+            let rank = config.rank(for: site.moduleName)
+            let f = site.projection.features(dims)
+            shapes.append(([rank, f.inFeatures], [f.outFeatures, rank]))
+        }
+        let total = shapes.reduce(0) { $0 + $1.a.reduce(1, *) + $1.b.reduce(1, *) }
+        parameters = Tensor(shape: [total])
+        gradients = Tensor(shape: [total])
+        // The dropout streams do not depend on the initialisation, so a loaded and a new set with the same seed
+        // drop the same inputs.
+        var seeds = RandomGenerator(seed: seed ^ 0xD2B7_4407_B1CE_6E93)
+        let scratch = LoRAScratch()
+        var offset = 0
+        var adapters: [LoRALinear] = []
+        for (site, shape) in zip(sites, shapes) {
+            func view(_ base: Tensor, _ shape: [Int], at offset: Int) -> Tensor {
+                Tensor(borrowing: base.data + offset, shape: shape, owner: base)
+            }
+            let aCount = shape.a.reduce(1, *), bCount = shape.b.reduce(1, *)
+            adapters.append(LoRALinear(
+                site: site,
+                a: view(parameters, shape.a, at: offset), b: view(parameters, shape.b, at: offset + aCount),
+                aGradient: view(gradients, shape.a, at: offset), bGradient: view(gradients, shape.b, at: offset + aCount),
+                scale: config.scale(for: site.moduleName), dropout: Float(config.loraDropout),
+                dropoutSeed: seeds.next(), scratch: scratch))
+            offset += aCount + bCount
+        }
+        self.adapters = adapters
+        bySite = Dictionary(uniqueKeysWithValues: adapters.map { ($0.site, $0) })
+    }
+
+    /// Fills A and B as `initialization` says, adapter by adapter in buffer order, from one generator.
+    private func initialize(_ initialization: AdapterInitialization, seed: UInt64) {
+        var rng = RandomGenerator(seed: seed)
+        for adapter in adapters {
+            let aBound = 1 / Float(adapter.inFeatures).squareRoot()
+            switch initialization {
+            case .kaiming:
+                rng.fillUniform(adapter.a.data, count: adapter.a.count, low: -aBound, high: aBound)
+                adapter.b.zero()
+            case .gaussian:
+                rng.fillNormal(adapter.a.data, count: adapter.a.count, std: 1 / Float(adapter.rank))
+                adapter.b.zero()
+            case .random:
+                let bBound = 1 / Float(adapter.rank).squareRoot()
+                rng.fillUniform(adapter.a.data, count: adapter.a.count, low: -aBound, high: aBound)
+                rng.fillUniform(adapter.b.data, count: adapter.b.count, low: -bBound, high: bBound)
+            }
+        }
+    }
+
+    // MARK: use
+
+    /// Adds every adapter to `model`'s projections (after any adapters already there).
+    public func attach(to model: LlamaModel) throws {
+        guard model.dims == dims else {
+            throw LoRAKitError("adapter does not fit the model: it was built for \(Self.describe(dims)), the model is \(Self.describe(model.dims))")
+        }
+        for adapter in adapters { model.attach(adapter, layer: adapter.site.layer, projection: adapter.site.projection) }
+    }
+
+    /// The adapter on `projection` of block `layer`, if the set has one.
+    public func adapter(layer: Int, projection: Projection) -> LoRALinear? {
+        bySite[AdapterSite(layer: layer, projection: projection)]
+    }
+
+    /// Sets every gradient to zero (once per optimizer step; the backward accumulates).
+    public func zeroGradients() { gradients.zero() }
+
+    /// Number of trainable values (all A and B).
+    public var trainableCount: Int { parameters.count }
+
+    /// True when every B is zero, i.e. the set does not change the model (worth a warning after training).
+    public var allBZero: Bool {
+        adapters.allSatisfy { adapter in (0..<adapter.b.count).allSatisfy { adapter.b[$0] == 0 } }
+    }
+
+    /// The merged update s·B·A ([out, in], multiplier included) of `projection` in block `layer`, or nil when the
+    /// set has no adapter there.
+    public func deltaWeight(layer: Int, projection: Projection) -> Tensor? {
+        adapter(layer: layer, projection: projection)?.deltaWeight()
+    }
+
+    /// The dropout generators, in adapter order (for a checkpoint).
+    public var dropoutStates: [RandomGenerator] { adapters.map(\.dropoutRNG) }
+
+    /// Restores generators saved by `dropoutStates`.
+    public func restoreDropoutStates(_ states: [RandomGenerator]) throws {
+        guard states.count == adapters.count else {
+            throw LoRAKitError("checkpoint holds \(states.count) dropout generator states, the adapter has \(adapters.count) modules")
+        }
+        for (adapter, state) in zip(adapters, states) { adapter.dropoutRNG = state }
+    }
+
+    // MARK: files
+
+    /// Writes PEFT's `adapter_config.json` and `adapter_model.safetensors` into `directory` (created if missing;
+    /// existing files are replaced, each atomically — whether to overwrite a previous run is the caller's call).
+    public func save(to directory: String, baseModelPath: String? = nil) throws {
+        try checkShapes()
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw LoRAKitError.file(directory, "cannot create the adapter directory: \(error.localizedDescription)")
+        }
+        var tensors: [(name: String, tensor: Tensor)] = []
+        for adapter in adapters {
+            tensors.append((adapter.site.tensorNameA, adapter.a))
+            tensors.append((adapter.site.tensorNameB, adapter.b))
+        }
+        try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"],
+                                    to: LoRAConfig.joinPath(directory, Self.weightsFileName))
+        var written = config
+        written.inferenceMode = true   // as PEFT's save_pretrained
+        if let baseModelPath { written.baseModelNameOrPath = baseModelPath }
+        try written.write(to: directory)
+    }
+
+    /// Refuses a set that cannot be a valid adapter of its base (empty, or a shape the base does not have).
+    private func checkShapes() throws {
+        guard !adapters.isEmpty else { throw LoRAKitError("refusing to save an empty adapter") }
+        for adapter in adapters {
+            let site = adapter.site
+            guard site.layer >= 0, site.layer < dims.layers else {
+                throw LoRAKitError("adapter on \(site.moduleName): the base model has \(dims.layers) layers")
+            }
+            let f = site.projection.features(dims), rank = config.rank(for: site.moduleName)
+            guard adapter.a.shape == [rank, f.inFeatures], adapter.b.shape == [f.outFeatures, rank] else {
+                throw LoRAKitError("adapter on \(site.moduleName) has A \(adapter.a.shape) and B \(adapter.b.shape), the base needs \([rank, f.inFeatures]) and \([f.outFeatures, rank])")
+            }
+        }
+    }
+
+    /// Reads a PEFT adapter directory for a base model of `dims`.
+    ///
+    /// Every tensor is checked against the base before use; the adapter is refused when its config targets a
+    /// module the base does not have, when a tensor is missing, has another shape, disagrees with `r`, or when
+    /// the file holds tensors LoRAKit would ignore (embeddings, biases, DoRA magnitudes …).
+    public static func load(directory: String, dims: ModelDimensions, seed: UInt64 = 0) throws -> AdapterSet {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) else {
+            throw LoRAKitError.file(directory, "adapter directory does not exist")
+        }
+        guard isDirectory.boolValue else {
+            throw LoRAKitError.file(directory, "is a file; an adapter is a directory with \(LoRAConfig.fileName) and \(weightsFileName)")
+        }
+        let configPath = LoRAConfig.joinPath(directory, LoRAConfig.fileName)
+        let config = try LoRAConfig.load(path: configPath)
+        let sites: [AdapterSite]
+        do { sites = try config.sites(layerCount: dims.layers) } catch let error as LoRAKitError {
+            throw LoRAKitError.file(configPath, error.message)
+        }
+        let weightsPath = LoRAConfig.joinPath(directory, weightsFileName)
+        guard FileManager.default.fileExists(atPath: weightsPath) else {
+            let bin = LoRAConfig.joinPath(directory, "adapter_model.bin")
+            if FileManager.default.fileExists(atPath: bin) {
+                throw LoRAKitError.file(bin, "PyTorch pickle adapters are not read; save the adapter with safe_serialization=True (adapter_model.safetensors)")
+            }
+            throw LoRAKitError.file(weightsPath, "does not exist (the adapter's weights are missing)")
+        }
+        let file = try SafeTensorsFile(path: weightsPath)
+        let set = try AdapterSet(config: config, sites: sites, dims: dims, seed: seed)
+
+        let expected = Set(set.adapters.flatMap { [$0.site.tensorNameA, $0.site.tensorNameB] })
+        let unused = file.names.filter { !expected.contains($0) }
+        if !unused.isEmpty {
+            let shown = unused.prefix(4).joined(separator: ", ") + (unused.count > 4 ? " and \(unused.count - 4) more" : "")
+            throw LoRAKitError.file(weightsPath, "holds tensors LoRAKit does not use: \(shown) (only lora_A and lora_B weights of the modules adapter_config.json targets are read)")
+        }
+        for adapter in set.adapters {
+            let module = adapter.site.moduleName
+            let rank = adapter.rank
+            for (name, target) in [(adapter.site.tensorNameA, adapter.a), (adapter.site.tensorNameB, adapter.b)] {
+                guard let info = file.info(name) else {
+                    throw LoRAKitError.file(weightsPath, "has no tensor \(name), which adapter_config.json's target_modules need for \(module)")
+                }
+                if info.shape != target.shape {
+                    // A = [r, in] and B = [out, r]: a wrong r with the right in/out means the config and tensors disagree.
+                    let isA = target === adapter.a
+                    let rankOf = info.shape.count == 2 ? (isA ? info.shape[0] : info.shape[1]) : -1
+                    let featuresFit = info.shape.count == 2
+                        && (isA ? info.shape[1] == target.shape[1] : info.shape[0] == target.shape[0])
+                    if featuresFit && rankOf != rank {
+                        throw LoRAKitError.file(weightsPath, "tensor \(name) has rank \(rankOf) (shape \(info.shape)), but adapter_config.json gives \(module) r = \(rank)")
+                    }
+                    throw LoRAKitError.file(weightsPath, "tensor \(name) has shape \(info.shape), the base needs \(target.shape)")
+                }
+                let values = try file.tensor(name)
+                for i in 0..<values.count where !values[i].isFinite {
+                    throw LoRAKitError.file(weightsPath, "tensor \(name) holds a non-finite value (\(values[i])) at index \(i)")
+                }
+                target.copy(from: values)
+            }
+        }
+        return set
+    }
+
+    /// Parses an `--adapter` argument: `DIR` or `DIR:WEIGHT` (the weight multiplies the set's output).
+    public static func parseAdapterArgument(_ text: String) throws -> (directory: String, multiplier: Float) {
+        if let colon = text.lastIndex(of: ":") {
+            let suffix = String(text[text.index(after: colon)...])
+            if let weight = Float(suffix) {
+                guard weight.isFinite else { throw LoRAKitError("--adapter \(text): the weight \(suffix) is not a finite number") }
+                let directory = String(text[..<colon])
+                guard !directory.isEmpty else { throw LoRAKitError("--adapter \(text): no directory before the weight") }
+                return (directory, weight)
+            }
+        }
+        guard !text.isEmpty else { throw LoRAKitError("--adapter needs a directory") }
+        return (text, 1)
+    }
+
+    private static func describe(_ d: ModelDimensions) -> String {
+        "\(d.layers) layers, hidden \(d.dim), q \(d.qDim), kv \(d.kvDim), ffn \(d.ffnDim)"
+    }
+}
+
+extension AdapterSet {
+    /// Loads each `--adapter DIR[:WEIGHT]` for `model` and attaches it; the adapters' outputs add up.
+    @discardableResult
+    public static func attachAll(_ arguments: [String], to model: LlamaModel) throws -> [AdapterSet] {
+        try arguments.map { argument in
+            let (directory, weight) = try parseAdapterArgument(argument)
+            let set = try load(directory: directory, dims: model.dims)
+            set.multiplier = weight
+            set.trainable = false
+            try set.attach(to: model)
+            return set
+        }
+    }
+}

@@ -1,0 +1,176 @@
+import MiniGPT
+import Tensors
+
+/// One LoRA adapter on one projection: `out += s · B (A (dropout(x)))`, PEFT's `lora_A` / `lora_B`.
+///
+/// A is `[r, in]` and B is `[out, r]`, views into the flat parameter buffer of the `AdapterSet` that owns
+/// them; their gradients are views into its flat gradient buffer. For N rows: x is (N, in), h = dropout(x) Aᵀ
+/// is (N, r), out is (N, out). Every product is one GEMM over the whole panel of rows.
+///
+/// The forward keeps h (and, with dropout, the keep mask, one byte per input value) for the backward; the
+/// dropped-out input itself is rebuilt from the mask in a scratch panel shared by the set. Buffers grow when a
+/// call brings more rows than ever before and are reused otherwise.
+public final class LoRALinear: ProjectionDelta {
+    public let site: AdapterSite
+    public let inFeatures: Int
+    public let outFeatures: Int
+    public let rank: Int
+    /// PEFT's scaling: alpha / r, or alpha / √r with rsLoRA.
+    public let scale: Float
+    /// Multiplies the adapter's output on top of `scale` (`--adapter DIR:0.5`); 1 by default.
+    public var multiplier: Float = 1
+    /// When false the backward only passes the input gradient through (the adapter is frozen).
+    public var trainable = true
+    /// Dropout probability on the adapter's input during training.
+    public var dropout: Float
+    /// The generator of the dropout masks; save and restore it to resume a run bit for bit.
+    public var dropoutRNG: RandomGenerator
+
+    public let a: Tensor            // (r, in)
+    public let b: Tensor            // (out, r)
+    public let aGradient: Tensor    // (r, in)
+    public let bGradient: Tensor    // (out, r)
+
+    /// Scratch for (N, in) panels, shared by the adapters of one set (they run one after another).
+    let scratch: LoRAScratch
+    private var capacity = 0
+    private var h = Tensor(shape: [0])          // (N, r) dropout(x) Aᵀ, kept for the backward
+    private var dH = Tensor(shape: [0])         // (N, r)
+    private var keepMask: [UInt8] = []          // (N, in) 1 where dropout kept the input, kept for the backward
+    private var lastRows = 0
+    private var lastUsedDropout = false
+
+    /// The output scale actually applied: `scale · multiplier`.
+    public var effectiveScale: Float { scale * multiplier }
+
+    /// An adapter over views `a`, `b` and their gradients, which must have shapes [r, in], [out, r].
+    /// `scratch` may be shared with other adapters that never run at the same time.
+    public init(site: AdapterSite, a: Tensor, b: Tensor, aGradient: Tensor, bGradient: Tensor, scale: Float,
+                dropout: Float, dropoutSeed: UInt64, scratch: LoRAScratch = LoRAScratch()) {
+        precondition(a.shape.count == 2 && b.shape.count == 2 && a.shape[0] == b.shape[1],
+                     "LoRALinear: A \(a.shape) and B \(b.shape) do not chain")
+        precondition(aGradient.shape == a.shape && bGradient.shape == b.shape, "LoRALinear: gradient shapes")
+        precondition(dropout >= 0 && dropout < 1, "LoRALinear: dropout \(dropout) outside [0, 1)")
+        self.site = site
+        self.rank = a.shape[0]
+        self.inFeatures = a.shape[1]
+        self.outFeatures = b.shape[0]
+        self.a = a; self.b = b
+        self.aGradient = aGradient; self.bGradient = bGradient
+        self.scale = scale
+        self.dropout = dropout
+        self.dropoutRNG = RandomGenerator(seed: dropoutSeed)
+        self.scratch = scratch
+    }
+
+    private func reserve(rows: Int) {
+        if rows <= capacity { return }
+        capacity = rows
+        h = Tensor(shape: [rows, rank])
+        dH = Tensor(shape: [rows, rank])
+        if dropout > 0 { keepMask = [UInt8](repeating: 0, count: rows * inFeatures) }
+    }
+
+    /// xd[N, in] = x ⊙ mask / (1−p): the dropped-out input, rebuilt from the kept mask.
+    private func applyMask(out xd: UnsafeMutablePointer<Float>, input x: UnsafePointer<Float>, rows: Int) {
+        let kept = 1 / (1 - dropout), inF = inFeatures
+        keepMask.withUnsafeBufferPointer { m in
+            parallelFor(rows, minChunk: 64) { range in
+                for i in range.lowerBound * inF..<range.upperBound * inF { xd[i] = m[i] != 0 ? x[i] * kept : 0 }
+            }
+        }
+    }
+
+    /// out[N, out] += s · (dropout(x) Aᵀ) Bᵀ; dropout only when `training`.
+    public func forward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, rows: Int, training: Bool) {
+        reserve(rows: rows)
+        lastRows = rows
+        lastUsedDropout = training && dropout > 0
+        var x = input
+        if lastUsedDropout {
+            // Inverted dropout as PyTorch: keep with probability 1−p, scale kept values by 1/(1−p).
+            let count = rows * inFeatures, keep = 1 - dropout
+            var rng = dropoutRNG
+            keepMask.withUnsafeMutableBufferPointer { m in
+                for i in 0..<count { m[i] = rng.nextUniform() < keep ? 1 : 0 }
+            }
+            dropoutRNG = rng
+            let xd = scratch.reserve(count)
+            applyMask(out: xd, input: input, rows: rows)
+            x = UnsafePointer(xd)
+        }
+        // h = x Aᵀ: (N, in)·(in, r) -> (N, r)
+        GEMM.linear(out: h.data, input: x, weight: a.data, rows: rows, inFeatures: inFeatures, outFeatures: rank)
+        // out += s · h Bᵀ: (N, r)·(r, out) -> (N, out)
+        GEMM.sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: rank, alpha: effectiveScale,
+                   a: h.data, lda: rank, b: b.data, ldb: rank, beta: 1, c: out, ldc: outFeatures)
+    }
+
+    /// Backward of the last `forward` (same `input`): dB += s·dOutᵀ h, dh = s·dOut B, dA += dhᵀ dropout(x),
+    /// dInput += mask ⊙ (dh A) / (1−p). Accumulates into the gradients and `dInput`.
+    public func backward(dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
+                         rows: Int) {
+        precondition(rows == lastRows, "LoRALinear.backward over \(rows) rows after a forward over \(lastRows)")
+        let s = effectiveScale
+        if trainable {
+            // out += s · h Bᵀ  =>  dB (out, r) += s · dOutᵀ (out, N) · h (N, r)
+            GEMM.sgemm(transA: true, transB: false, m: outFeatures, n: rank, k: rows, alpha: s,
+                       a: dOut, lda: outFeatures, b: h.data, ldb: rank, beta: 1, c: bGradient.data, ldc: rank)
+        }
+        // dh (N, r) = s · dOut (N, out) · B (out, r)
+        GEMM.sgemm(transA: false, transB: false, m: rows, n: rank, k: outFeatures, alpha: s,
+                   a: dOut, lda: outFeatures, b: b.data, ldb: rank, beta: 0, c: dH.data, ldc: rank)
+        guard lastUsedDropout else {
+            if trainable {
+                // h = x Aᵀ  =>  dA (r, in) += dhᵀ (r, N) · x (N, in)
+                GEMM.linearBackwardWeight(dWeight: aGradient.data, dOut: dH.data, input: input, rows: rows,
+                                          inFeatures: inFeatures, outFeatures: rank)
+            }
+            // dx (N, in) += dh A
+            GEMM.linearBackwardInput(dInput: dInput, dOut: dH.data, weight: a.data, rows: rows,
+                                     inFeatures: inFeatures, outFeatures: rank, accumulate: true)
+            return
+        }
+        let panel = scratch.reserve(rows * inFeatures)
+        if trainable {
+            // h = dropout(x) Aᵀ  =>  dA += dhᵀ · dropout(x), the dropped-out input rebuilt from the mask
+            applyMask(out: panel, input: input, rows: rows)
+            GEMM.linearBackwardWeight(dWeight: aGradient.data, dOut: dH.data, input: panel, rows: rows,
+                                      inFeatures: inFeatures, outFeatures: rank)
+        }
+        // dx (N, in) += mask ⊙ (dh A) / (1−p)
+        GEMM.linearBackwardInput(dInput: panel, dOut: dH.data, weight: a.data, rows: rows,
+                                 inFeatures: inFeatures, outFeatures: rank, accumulate: false)
+        let kept = 1 / (1 - dropout), inF = inFeatures
+        keepMask.withUnsafeBufferPointer { m in
+            parallelFor(rows, minChunk: 64) { range in
+                for i in range.lowerBound * inF..<range.upperBound * inF where m[i] != 0 { dInput[i] += panel[i] * kept }
+            }
+        }
+    }
+
+    /// The merged weight update s·B·A, [out, in] (what merging adds to the base projection).
+    public func deltaWeight() -> Tensor {
+        let delta = Tensor(shape: [outFeatures, inFeatures])
+        // (out, r)·(r, in) -> (out, in)
+        GEMM.sgemm(transA: false, transB: false, m: outFeatures, n: inFeatures, k: rank, alpha: effectiveScale,
+                   a: b.data, lda: rank, b: a.data, ldb: inFeatures, beta: 0, c: delta.data, ldc: inFeatures)
+        return delta
+    }
+}
+
+/// A growable (N, in) float panel for the dropout path, shared by the adapters of one set.
+///
+/// Adapters run one at a time (the model's forward and backward are sequential), so one buffer sized for the
+/// widest adapter serves them all; it grows only when a call needs more than ever before.
+public final class LoRAScratch {
+    private var buffer = Tensor(shape: [0])
+
+    public init() {}
+
+    /// A pointer to at least `count` floats, valid until the next `reserve` that grows the buffer.
+    func reserve(_ count: Int) -> UnsafeMutablePointer<Float> {
+        if buffer.count < count { buffer = Tensor(shape: [count]) }
+        return buffer.data
+    }
+}

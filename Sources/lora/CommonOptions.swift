@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import MiniGPT
+import Targeting
+import Tensors
+import Tokenizer
+
+/// Options every command that runs a model takes.
+struct RuntimeOptions: ParsableArguments {
+    @Option(help: "Threads for OpenBLAS and LoRAKit's loops (default: all cores).")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
+    func apply() { Threads.set(threads ?? Threads.available) }
+}
+
+/// Parses "5,17,9" (spaces allowed) into token ids.
+func parseIDs(_ text: String, option: String) throws -> [Int32] {
+    let parts = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    guard !parts.isEmpty else { throw ValidationError("\(option) is empty: give comma-separated token ids, e.g. 1,5,17") }
+    return try parts.enumerated().map { i, part in
+        guard let id = Int32(part) else {
+            throw ValidationError("\(option): entry \(i + 1) '\(part)' is not a token id (comma-separated integers, e.g. 1,5,17)")
+        }
+        return id
+    }
+}
+
+/// Writes to standard error (progress and warnings never mix with a command's output).
+func printError(_ text: String) {
+    FileHandle.standardError.write((text + "\n").data(using: .utf8) ?? Data())
+}
+
+/// A base model and the adapters to apply to it (`--adapter DIR[:WEIGHT]`, repeatable: their outputs add up).
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Base model directory (Hugging Face layout).")
+    var base: String
+
+    @Option(help: ArgumentHelp("A PEFT adapter directory to apply, optionally with a weight: DIR or DIR:0.5. Repeat to add several.",
+                               valueName: "dir[:weight]"))
+    var adapter: [String] = []
+
+    /// The model with its adapters attached.
+    func loadModel() throws -> LlamaModel {
+        let model = LlamaModel(weights: try LlamaWeights.load(directory: base))
+        try AdapterSet.attachAll(adapter, to: model)
+        return model
+    }
+
+    /// The model with its adapters attached, and the base's tokenizer.
+    func load() throws -> (model: LlamaModel, tokenizer: SentencePieceTokenizer) {
+        let model = try loadModel()
+        return (model, try BaseModel.tokenizer(directory: base))
+    }
+}

@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import InstructionTuning
+import MiniGPT
+import Tensors
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a base model (with adapters) on instruction data; prints JSON.",
+        discussion: """
+            Prints {"loss", "perplexity", "exact_match", "count", "tokens", "examples"}: loss and perplexity on the \
+            response tokens, and the share of greedy answers equal to the expected output (white space trimmed).
+            """)
+
+    @OptionGroup var model: ModelOptions
+    @Option(help: "Data: JSON array or JSONL of instruction/input/output records.") var data: String
+    @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
+    var template: String = "alpaca"
+    @Option(help: "Longest example in tokens for the loss (longer ones are truncated).") var maxSeqLen: Int = 256
+    @Option(help: "Evaluate only the first N records.") var limit: Int?
+    @Flag(help: "Skip greedy generation (loss and perplexity only).") var noGenerate = false
+    @Option(help: "How many evaluated examples to include in the JSON (all by default).") var showExamples: Int?
+    @OptionGroup var runtime: RuntimeOptions
+
+    func validate() throws {
+        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1, got \(limit)") }
+        if maxSeqLen < 2 { throw ValidationError("--max-seq-len must be at least 2, got \(maxSeqLen)") }
+    }
+
+    func run() throws {
+        runtime.apply()
+        let loaded = try model.load()
+        var records = try InstructionDataset.load(path: data)
+        if let limit { records = Array(records.prefix(limit)) }
+        var evaluator = Evaluator(model: loaded.model, tokenizer: loaded.tokenizer, template: try PromptTemplate.named(template))
+        evaluator.maxSeqLen = maxSeqLen
+        let progress = ProgressLine()
+        var report = try evaluator.evaluate(records, generate: !noGenerate) { done, total in
+            progress.update("generating \(done)/\(total)", final: done == total)
+        }
+        if let showExamples { report.examples = Array(report.examples.prefix(showExamples)) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+    }
+}

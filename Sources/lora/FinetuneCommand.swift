@@ -1,0 +1,114 @@
+import ArgumentParser
+import Foundation
+import InstructionTuning
+import Tensors
+
+struct Finetune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fine-tune a base model on instruction data with LoRA; writes a PEFT adapter.",
+        discussion: """
+            Data is a JSON array or JSONL of {"instruction", "input" (optional), "output"} records. The output \
+            directory gets adapter_config.json and adapter_model.safetensors (Hugging Face PEFT's layout), \
+            metrics.jsonl and checkpoint-N directories for --resume. Options can also come from --config FILE.yaml \
+            (keys are option names, e.g. `rank: 8`, `lr-schedule: cosine`); flags on the command line win.
+            """)
+
+    @Option(help: "Base model directory (Hugging Face layout).") var base: String?
+    @Option(help: "Training data: JSON array or JSONL of instruction/input/output records.") var data: String?
+    @Option(help: "Output directory for the adapter, checkpoints and metrics.") var out: String?
+    @Option(help: "Projections to adapt: q,k,v,o,gate,up,down, attn, ffn, all, or HF names (q_proj …).")
+    var targets: String = "q,v"
+    @Option(help: "Blocks that get adapters: all, 0-3,7 or last:4.") var layers: String?
+    @Option(help: "LoRA rank r.") var rank: Int = 8
+    @Option(help: "LoRA alpha; the scale is alpha / r (alpha / √r with --rslora).") var alpha: Double = 16
+    @Option(help: "Dropout on the adapter's input, in [0, 1).") var dropout: Double = 0.05
+    @Flag(help: "Rank-stabilised LoRA: scale alpha / √r.") var rslora = false
+    @Option(name: .customLong("init"), help: "Initialisation of A: kaiming (PEFT's default) or gaussian; B starts at 0.")
+    var initialization: String = "kaiming"
+    @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
+    var template: String = "alpaca"
+    @Option(help: "Loss on the response only (true) or on prompt and response (false).") var maskPrompt: Bool = true
+    @Option(help: "Longest example in tokens; longer ones are truncated (or skipped with --skip-long).")
+    var maxSeqLen: Int = 256
+    @Flag(help: "Skip examples longer than --max-seq-len instead of truncating them.") var skipLong = false
+    @Option(help: "Passes over the training data (ignored when --steps is given).") var epochs: Int = 1
+    @Option(help: "Optimizer steps (overrides --epochs).") var steps: Int?
+    @Option(help: "Examples per micro-batch.") var batchSize: Int = 4
+    @Option(help: "Micro-batches per optimizer step.") var gradAccum: Int = 1
+    @Option(help: "Peak learning rate.") var lr: Double = 3e-4
+    @Option(help: "Learning-rate schedule after warmup: constant, linear or cosine.") var lrSchedule: String = "cosine"
+    @Option(help: "Linear warmup steps from 0.") var warmupSteps: Int = 0
+    @Option(help: "AdamW decoupled weight decay.") var weightDecay: Double = 0
+    @Option(help: "Clip the global gradient norm to this (0 disables clipping).") var maxGradNorm: Double = 1
+    @Option(help: "Validation data file (same format as --data).") var valData: String?
+    @Option(help: "Fraction of --data held out for validation when --val-data is not given.") var valFraction: Double = 0
+    @Option(help: "Compute the validation loss every N steps (0: only at the end).") var evalEvery: Int = 0
+    @Option(help: "Save a checkpoint every N steps (0: only at the end).") var saveEvery: Int = 0
+    @Option(help: "Checkpoints to keep.") var keep: Int = 2
+    @Option(help: "Start from an existing PEFT adapter (its targets, rank and alpha are used).") var initAdapter: String?
+    @Option(help: "Continue the interrupted run in this output directory (other options come from its checkpoint).")
+    var resume: String?
+    @Option(help: "Shuffle the training data each epoch.") var shuffle: Bool = true
+    @Option(help: "Random seed (initialisation, shuffling, dropout).") var seed: UInt64 = 0
+    @Flag(help: "Replace --out if it exists.") var overwrite = false
+    @Option(help: "A YAML file of options; command-line flags override it.") var config: String?
+    @OptionGroup var runtime: RuntimeOptions
+
+    func validate() throws {
+        if resume == nil && (base == nil || data == nil || out == nil) {
+            throw ValidationError("--base, --data and --out are required (or --resume DIR)")
+        }
+    }
+
+    func options() throws -> FineTuneOptions {
+        var o = FineTuneOptions(base: base ?? "", data: data ?? "", out: out ?? "")
+        o.targets = targets; o.layers = layers; o.rank = rank; o.alpha = alpha; o.dropout = dropout
+        o.rslora = rslora; o.initialization = initialization; o.template = template; o.maskPrompt = maskPrompt
+        o.maxSeqLen = maxSeqLen; o.skipLong = skipLong; o.epochs = epochs; o.steps = steps
+        o.batchSize = batchSize; o.gradAccum = gradAccum; o.lr = lr; o.lrSchedule = lrSchedule
+        o.warmupSteps = warmupSteps; o.weightDecay = weightDecay; o.maxGradNorm = maxGradNorm
+        o.valData = valData; o.valFraction = valFraction; o.evalEvery = evalEvery; o.saveEvery = saveEvery
+        o.keep = keep; o.initAdapter = initAdapter; o.shuffle = shuffle; o.seed = seed; o.overwrite = overwrite
+        return o
+    }
+
+    func run() throws {
+        runtime.apply()
+        let tuner: FineTuner
+        if let resume {
+            let checkpoint = try TrainerCheckpoint.latest(in: resume)
+            printError("resuming \(checkpoint.options.out) from \(checkpoint.directory)")
+            tuner = try FineTuner(options: checkpoint.options, resume: checkpoint)
+        } else {
+            tuner = try FineTuner(options: try options())
+        }
+        let progress = ProgressLine()
+        let summary = try tuner.run { event in
+            switch event {
+            case let .dataset(train, validation, truncated, skipped):
+                printError("data: \(train) training examples, \(validation) validation; \(truncated) truncated, \(skipped) skipped (--max-seq-len \(tuner.options.maxSeqLen))")
+            case let .start(step, total, trainable):
+                printError("training \(trainable) adapter parameters for \(total) steps" + (step > 0 ? ", from step \(step)" : ""))
+            case let .step(m):
+                let eta = m.elapsed / Double(max(1, m.step)) * Double(m.totalSteps - m.step)
+                progress.update(String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %@",
+                                       m.step, m.totalSteps, m.loss, m.lr, m.tokensPerSecond, formatDuration(eta)),
+                                final: m.step == m.totalSteps)
+            case let .validation(step, loss):
+                progress.note(String(format: "step %d: validation loss %.4f", step, loss))
+            case let .checkpoint(step, path):
+                progress.note("step \(step): checkpoint \(path)")
+            case let .warning(text):
+                progress.note("warning: \(text)")
+            }
+        }
+        var lines = [
+            "adapter: \(summary.adapterDirectory)",
+            String(format: "steps %d, tokens %d, time %@, %.0f tokens/s, peak RSS %.0f MiB, final loss %.4f",
+                   summary.steps, summary.tokens, formatDuration(summary.seconds), summary.tokensPerSecond,
+                   summary.peakRSSMiB, summary.finalLoss),
+        ]
+        if let best = summary.bestValidationLoss { lines.append(String(format: "best validation loss %.4f", best)) }
+        print(lines.joined(separator: "\n"))
+    }
+}

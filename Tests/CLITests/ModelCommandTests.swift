@@ -1,0 +1,94 @@
+import Checkpoints
+import Foundation
+import Tensors
+import XCTest
+
+/// `lora forward`, `generate` and `tokenizer` end to end, and their answers to bad input.
+final class ModelCommandTests: XCTestCase {
+    let gqa = Lora.fixture("models/gqa")
+
+    func testForwardIdsWritesTransformersLogits() throws {
+        let dir = try Lora.temporaryDirectory()
+        let expected = try SafeTensorsFile(path: gqa + "/expected.safetensors")
+        let ids = try expected.tensor("ids"), lengths = try expected.tensor("lengths")
+        let tokens = (0..<Int(lengths[0])).map { String(Int(ids[$0])) }.joined(separator: ",")
+        let run = try Lora.run(["forward", "--base", gqa, "--ids", tokens, "--out", dir + "/logits.safetensors"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let got = try SafeTensorsFile(path: dir + "/logits.safetensors").tensor("logits")
+        let want = try expected.tensor("single_logits")
+        XCTAssertEqual(got.shape, want.shape)
+        var worst: Float = 0
+        for i in 0..<want.count { worst = max(worst, abs(got[i] - want[i])) }
+        XCTAssertLessThan(worst, 1e-4)
+    }
+
+    func testForwardTextPrependsBOSAndMatchesTransformers() throws {
+        let dir = try Lora.temporaryDirectory()
+        let expected = try SafeTensorsFile(path: gqa + "/expected.safetensors")
+        guard let text = expected.metadata["text"] else { return XCTFail("fixture lacks the text metadata") }
+        let run = try Lora.run(["forward", "--base", gqa, "--text", text, "--out", dir + "/logits.safetensors"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let got = try SafeTensorsFile(path: dir + "/logits.safetensors").tensor("logits")
+        let want = try expected.tensor("text_logits")
+        XCTAssertEqual(got.shape, want.shape)
+        var worst: Float = 0
+        for i in 0..<want.count { worst = max(worst, abs(got[i] - want[i])) }
+        XCTAssertLessThan(worst, 1e-4)
+    }
+
+    func testGenerateGreedyIsDeterministicAndSampledDependsOnSeed() throws {
+        let greedyA = try Lora.run(["generate", "--base", gqa, "--prompt", "The torou", "--max-new-tokens", "8"])
+        let greedyB = try Lora.run(["generate", "--base", gqa, "--prompt", "The torou", "--max-new-tokens", "8"])
+        XCTAssertEqual(greedyA.status, 0, greedyA.stderr)
+        XCTAssertEqual(greedyA.stdout, greedyB.stdout)
+        XCTAssertTrue(greedyA.stderr.contains("tokens/s"))
+        let s1 = try Lora.run(["generate", "--base", gqa, "--prompt", "The torou", "--max-new-tokens", "12",
+                               "--temperature", "1.5", "--seed", "1"])
+        let s1again = try Lora.run(["generate", "--base", gqa, "--prompt", "The torou", "--max-new-tokens", "12",
+                                    "--temperature", "1.5", "--seed", "1"])
+        let s2 = try Lora.run(["generate", "--base", gqa, "--prompt", "The torou", "--max-new-tokens", "12",
+                               "--temperature", "1.5", "--seed", "2"])
+        XCTAssertEqual(s1.stdout, s1again.stdout)
+        XCTAssertNotEqual(s1.stdout, s2.stdout)
+        let instruction = try Lora.run(["generate", "--base", gqa, "--instruction", "Say hi", "--max-new-tokens", "4"])
+        XCTAssertEqual(instruction.status, 0, instruction.stderr)
+    }
+
+    func testBadModelInputsFailCleanly() throws {
+        let dir = try Lora.temporaryDirectory()
+        let out = dir + "/logits.safetensors"
+        assertCleanFailure(try Lora.run(["forward", "--base", dir + "/missing", "--ids", "1", "--out", out]),
+                           mentions: "no such model directory")
+        assertCleanFailure(try Lora.run(["forward", "--base", dir, "--ids", "1", "--out", out]), mentions: "config.json")
+        assertCleanFailure(try Lora.run(["forward", "--base", gqa, "--ids", "1,320", "--out", out]),
+                           mentions: "outside the vocabulary")
+        assertCleanFailure(try Lora.run(["forward", "--base", gqa, "--ids", "1,x", "--out", out]), mentions: "'x'")
+
+        // A model directory whose weights lie: truncated, and with a config that disagrees with the tensors.
+        let broken = dir + "/broken"
+        try FileManager.default.createDirectory(atPath: broken, withIntermediateDirectories: true)
+        for name in ["config.json", "tokenizer.model"] {
+            try FileManager.default.copyItem(atPath: gqa + "/" + name, toPath: broken + "/" + name)
+        }
+        let weights = try Data(contentsOf: URL(fileURLWithPath: gqa + "/model.safetensors"))
+        try weights.prefix(weights.count / 2).write(to: URL(fileURLWithPath: broken + "/model.safetensors"))
+        assertCleanFailure(try Lora.run(["forward", "--base", broken, "--ids", "1,2", "--out", out]),
+                           mentions: "model.safetensors")
+        try weights.write(to: URL(fileURLWithPath: broken + "/model.safetensors"))
+        var config = try String(contentsOfFile: gqa + "/config.json", encoding: .utf8)
+        config = config.replacingOccurrences(of: "\"hidden_size\": 32", with: "\"hidden_size\": 40")
+        try config.write(toFile: broken + "/config.json", atomically: true, encoding: .utf8)
+        assertCleanFailure(try Lora.run(["forward", "--base", broken, "--ids", "1,2", "--out", out]), mentions: "shape")
+        try "{ not json".write(toFile: broken + "/config.json", atomically: true, encoding: .utf8)
+        assertCleanFailure(try Lora.run(["forward", "--base", broken, "--ids", "1,2", "--out", out]), mentions: "config.json")
+        try (config.replacingOccurrences(of: "\"llama\"", with: "\"gpt2\"")).write(toFile: broken + "/config.json", atomically: true, encoding: .utf8)
+        assertCleanFailure(try Lora.run(["forward", "--base", broken, "--ids", "1,2", "--out", out]), mentions: "gpt2")
+        // Corrupt tokenizer.model with --text.
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: broken + "/tokenizer.model"))
+        try FileManager.default.removeItem(atPath: broken + "/config.json")
+        try FileManager.default.copyItem(atPath: gqa + "/config.json", toPath: broken + "/config.json")
+        assertCleanFailure(try Lora.run(["forward", "--base", broken, "--text", "hi", "--out", out]),
+                           mentions: "tokenizer.model")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out), "a failed run left an output file")
+    }
+}
