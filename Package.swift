@@ -12,6 +12,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // C shims over the two system libraries.
@@ -32,6 +33,7 @@ let package = Package(
         .executableTarget(name: "lora", dependencies: [
             "InstructionTuning", "Targeting", "MiniGPT", "Checkpoints", "Tensors", "Tokenizer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Yams", package: "Yams"),
         ]),
 
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),

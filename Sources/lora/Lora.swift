@@ -7,4 +7,13 @@ struct Lora: ParsableCommand {
         abstract: "LoRA fine-tuning of LLaMA-architecture models on the CPU.",
         discussion: "Models are Hugging Face Llama directories (config.json, model.safetensors, tokenizer.model).",
         subcommands: [TokenizerCommand.self, Forward.self, Generate.self, Finetune.self, Eval.self])
+
+    /// Expands `--config FILE.yaml` before ArgumentParser sees the command line.
+    static func main() {
+        do {
+            main(try ConfigFile.expand(Array(CommandLine.arguments.dropFirst())))
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

@@ -1,0 +1,110 @@
+import Checkpoints
+import Foundation
+import XCTest
+
+/// `lora finetune`, `eval` and `--adapter` end to end, and their answers to bad input.
+final class FinetuneCommandTests: XCTestCase {
+    let gqa = Lora.fixture("models/gqa")
+    let data = Lora.fixture("peft/train3/data.json")
+
+    func finetune(_ extra: [String], out: String) throws -> LoraRun {
+        try Lora.run(["finetune", "--base", gqa, "--data", data, "--out", out, "--steps", "2", "--batch-size", "2"] + extra)
+    }
+
+    func testForwardWithPEFTAdaptersMatchesPEFT() throws {
+        let dir = try Lora.temporaryDirectory()
+        for name in ["lora-qv", "lora-all-rslora", "lora-pattern"] {
+            let root = Lora.fixture("peft/\(name)")
+            let expected = try SafeTensorsFile(path: root + "/expected.safetensors")
+            let ids = try expected.tensor("ids").array.map { String(Int($0)) }.joined(separator: ",")
+            let run = try Lora.run(["forward", "--base", gqa, "--adapter", root, "--ids", ids, "--out", dir + "/\(name).st"])
+            XCTAssertEqual(run.status, 0, run.stderr)
+            let got = try SafeTensorsFile(path: dir + "/\(name).st").tensor("logits")
+            let want = try expected.tensor("logits")
+            var worst: Float = 0
+            for i in 0..<want.count { worst = max(worst, abs(got[i] - want[i])) }
+            XCTAssertLessThan(worst, 1e-4, name)
+        }
+        // Two adapters add up; a weight of 0 removes one.
+        let ids = "1,17,42,99"
+        let a = Lora.fixture("peft/lora-qv"), b = Lora.fixture("peft/lora-pattern")
+        _ = try Lora.run(["forward", "--base", gqa, "--adapter", a, "--ids", ids, "--out", dir + "/a.st"])
+        _ = try Lora.run(["forward", "--base", gqa, "--adapter", a, "--adapter", b + ":0", "--ids", ids, "--out", dir + "/a0.st"])
+        _ = try Lora.run(["forward", "--base", gqa, "--adapter", a, "--adapter", b, "--ids", ids, "--out", dir + "/ab.st"])
+        let la = try SafeTensorsFile(path: dir + "/a.st").tensor("logits")
+        let la0 = try SafeTensorsFile(path: dir + "/a0.st").tensor("logits")
+        let lab = try SafeTensorsFile(path: dir + "/ab.st").tensor("logits")
+        XCTAssertEqual(la.array, la0.array)
+        XCTAssertNotEqual(la.array, lab.array)
+    }
+
+    func testFinetuneWritesAPEFTAdapterMetricsAndResumes() throws {
+        let out = try Lora.temporaryDirectory() + "/run"
+        let run = try finetune(["--targets", "q,v", "--save-every", "1"], out: out)
+        XCTAssertEqual(run.status, 0, run.stderr)
+        for file in ["adapter_config.json", "adapter_model.safetensors", "metrics.jsonl", "checkpoint-2/trainer_state.json"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/" + file), file)
+        }
+        let lines = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, 2)
+        XCTAssertTrue(lines[0].contains("\"tokens_per_s\""))
+        XCTAssertTrue(run.stdout.contains("tokens/s") && run.stdout.contains("peak RSS"), run.stdout)
+        // A finished run resumes to the same place and writes nothing new.
+        let resumed = try Lora.run(["finetune", "--resume", out])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        // The output directory exists now: refused without --overwrite.
+        assertCleanFailure(try finetune([], out: out), mentions: "--overwrite")
+        XCTAssertEqual(try finetune(["--overwrite"], out: out).status, 0)
+
+        let eval = try Lora.run(["eval", "--base", gqa, "--adapter", out, "--data", data, "--limit", "2"])
+        XCTAssertEqual(eval.status, 0, eval.stderr)
+        let report = try JSONSerialization.jsonObject(with: Data(eval.stdout.utf8)) as? [String: Any]
+        for key in ["loss", "perplexity", "exact_match", "examples"] { XCTAssertNotNil(report?[key], key) }
+        let generate = try Lora.run(["generate", "--base", gqa, "--adapter", out, "--instruction", "Hi", "--max-new-tokens", "3"])
+        XCTAssertEqual(generate.status, 0, generate.stderr)
+    }
+
+    func testBadFinetuneInputsFailCleanlyAndWriteNothing() throws {
+        let dir = try Lora.temporaryDirectory()
+        let out = dir + "/never"
+        func write(_ text: String, _ name: String) throws -> String {
+            let path = dir + "/" + name
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let cases: [([String], String)] = [
+            (["--data", try write("[{\"instruction\": \"a\", \"output\": \"b\"},\n {\"instruction\": }]", "bad.json")], "line 2"),
+            (["--data", try write("{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"c\"}\n", "nooutput.jsonl")], "output"),
+            (["--data", try write("[{\"instruction\": 5, \"output\": \"b\"}]", "nonstring.json")], "instruction"),
+            (["--data", try write("[]", "empty.json")], "no records"),
+            (["--max-seq-len", "8", "--skip-long"], "--max-seq-len"),
+            (["--targets", "q,banana"], "banana"),
+            (["--rank", "0"], "--rank"),
+            (["--alpha", "-1"], "--alpha"),
+            (["--dropout", "1"], "--dropout"),
+            (["--layers", "5"], "5"),
+            (["--init-adapter", dir + "/missing-adapter"], "missing-adapter"),
+            (["--lr-schedule", "exponential"], "exponential"),
+        ]
+        for (extra, needle) in cases {
+            var arguments = ["finetune", "--base", gqa, "--data", data, "--out", out, "--steps", "1"]
+            if let i = extra.firstIndex(of: "--data") {
+                arguments[4] = extra[i + 1]
+                arguments += extra.enumerated().filter { $0.offset != i && $0.offset != i + 1 }.map(\.element)
+            } else {
+                arguments += extra
+            }
+            assertCleanFailure(try Lora.run(arguments), mentions: needle)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out), "\(extra) left \(out) behind")
+        }
+        // Invalid UTF-8 in the data.
+        let binary = dir + "/latin1.json"
+        try Data("[{\"instruction\": \"caf".utf8 + [0xE9] + "\", \"output\": \"x\"}]".utf8).write(to: URL(fileURLWithPath: binary))
+        assertCleanFailure(try Lora.run(["finetune", "--base", gqa, "--data", binary, "--out", out]), mentions: "UTF-8")
+        // An adapter made for another base: name the tensor and both shapes.
+        let headdim = Lora.fixture("models/headdim")
+        assertCleanFailure(try Lora.run(["forward", "--base", headdim, "--adapter", Lora.fixture("peft/lora-qv"),
+                                         "--ids", "1,2", "--out", dir + "/x.st"]), mentions: "lora_")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+}
