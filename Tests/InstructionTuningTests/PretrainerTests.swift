@@ -1,0 +1,80 @@
+import Checkpoints
+import Foundation
+import InstructionTuning
+import Tensors
+import XCTest
+
+/// `lora pretrain`'s trainer: the loss falls, a resumed run ends with the same bits, bad corpora are refused.
+final class PretrainerTests: XCTestCase {
+    let tokenizer = FineTunerGoldenTests.fixtures.appendingPathComponent("tokenizer/unigram.model").path
+
+    func makeCorpus(_ dir: String) throws -> String {
+        var rng = RandomGenerator(seed: 5)
+        let words = ["the", "a", "cat", "dog", "sees", "runs", "big", "small", "red", "house", "tree", "sun"]
+        var paragraphs: [String] = []
+        for _ in 0..<400 {
+            let n = 4 + Int(rng.next() % 8)
+            paragraphs.append((0..<n).map { _ in words[Int(rng.next() % UInt64(words.count))] }.joined(separator: " ") + ".")
+        }
+        let path = dir + "/corpus.txt"
+        try paragraphs.joined(separator: "\n\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func options(_ dir: String, out: String) throws -> PretrainOptions {
+        var o = PretrainOptions(corpus: try makeCorpus(dir), tokenizer: tokenizer, out: out)
+        o.dim = 32; o.layers = 2; o.heads = 4; o.kvHeads = 2; o.context = 64
+        o.seqLen = 32; o.batchSize = 4; o.steps = 30; o.lr = 3e-3; o.warmupSteps = 5
+        o.evalEvery = 10; o.saveEvery = 10; o.keep = 5; o.valFraction = 0.05
+        return o
+    }
+
+    func temporaryDirectory() throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lorakit-pretrain-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    func testLossFallsAndResumeIsBitExact() throws {
+        Threads.set(2)
+        let dir = try temporaryDirectory()
+        let o = try options(dir, out: dir + "/a")
+        let trainer = try Pretrainer(options: o)
+        let initial = try trainer.validationLoss()
+        var validation: [Double] = []
+        let summary = try trainer.run { if case let .validation(_, loss) = $0 { validation.append(loss) } }
+        XCTAssertEqual(summary.steps, 30)
+        XCTAssertLessThan(validation.last ?? .infinity, initial - 1, "validation \(initial) → \(validation)")
+        for file in ["config.json", "model.safetensors", "tokenizer.model", "metrics.jsonl"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: o.out + "/" + file), file)
+        }
+
+        // Resume the same run from its step-10 checkpoint into another directory: the same final bits.
+        var resumed = o
+        resumed.out = dir + "/b"
+        _ = try Pretrainer(options: resumed, resumeFrom: o.out + "/checkpoint-10").run()
+        let a = try SafeTensorsFile(path: o.out + "/model.safetensors")
+        let b = try SafeTensorsFile(path: resumed.out + "/model.safetensors")
+        XCTAssertEqual(a.names, b.names)
+        for name in a.names {
+            XCTAssertEqual(try a.tensor(name).array.map(\.bitPattern), try b.tensor(name).array.map(\.bitPattern), name)
+        }
+    }
+
+    func testBadCorporaAreRefused() throws {
+        let dir = try temporaryDirectory()
+        var o = try options(dir, out: dir + "/never")
+        try "\n\n  \n".write(toFile: dir + "/empty.txt", atomically: true, encoding: .utf8)
+        o.corpus = dir + "/empty.txt"
+        XCTAssertThrowsError(try Pretrainer(options: o)) { XCTAssertTrue("\($0)".contains("empty"), "\($0)") }
+        try Data([0x61, 0x62, 0xFF, 0x63]).write(to: URL(fileURLWithPath: dir + "/binary.txt"))
+        o.corpus = dir + "/binary.txt"
+        XCTAssertThrowsError(try Pretrainer(options: o)) { XCTAssertTrue("\($0)".contains("UTF-8"), "\($0)") }
+        o.corpus = dir + "/missing.txt"
+        XCTAssertThrowsError(try Pretrainer(options: o)) { XCTAssertTrue("\($0)".contains("missing.txt"), "\($0)") }
+        o = try options(dir, out: dir + "/never")
+        o.dim = 30
+        XCTAssertThrowsError(try Pretrainer(options: o))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/never"))
+    }
+}
