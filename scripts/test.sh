@@ -15,5 +15,16 @@ if grep -E "$(pwd)/(Sources|Tests)/.*warning:" /tmp/lorakit-build.log; then
 fi
 
 echo "==> swift test"
-swift test --skip-build 2>&1 | tee /tmp/lorakit-test.log | grep -vE "^Test Case .* (started|passed)" | grep -vE "^Test Suite .* (started|passed)"
-exit "${PIPESTATUS[0]}"
+# The suite is XCTest; Swift Testing would only add a closing line about zero tests.
+swift test --skip-build --disable-swift-testing 2>&1 | tee /tmp/lorakit-test.log \
+    | grep -vE "^Test Case .* (started|passed)" | grep -vE "^Test Suite .* (started|passed)"
+status=${PIPESTATUS[0]}
+# One plain closing line with the totals of the whole run.
+summary=$(grep -E "Executed [0-9]+ tests?" /tmp/lorakit-test.log | tail -n 1)
+executed=$(echo "$summary" | grep -oE "Executed [0-9]+" | grep -oE "[0-9]+")
+failed=$(echo "$summary" | grep -oE "[0-9]+ failures?" | grep -oE "^[0-9]+")
+skipped=$(echo "$summary" | grep -oE "[0-9]+ tests? skipped" | grep -oE "^[0-9]+" || echo 0)
+if [ -n "$executed" ] && [ -n "$failed" ]; then
+    echo "tests: $((executed - failed - skipped)) passed, $failed failed, $skipped skipped"
+fi
+exit "$status"
