@@ -123,7 +123,7 @@ public enum AtomicFile {
     }
 
     /// The POSIX reason under a Foundation error ("No space left on device") when there is one.
-    static func describe(_ error: Error) -> String {
+    public static func describe(_ error: Error) -> String {
         let nsError = error as NSError
         if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError,
            underlying.domain == NSPOSIXErrorDomain {

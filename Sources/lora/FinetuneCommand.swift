@@ -18,38 +18,10 @@ struct Finetune: ParsableCommand {
     @Option(help: "Output directory for the adapter, checkpoints and metrics.") var out: String?
     @Option(help: "Projections to adapt: q,k,v,o,gate,up,down, attn, ffn, all, or HF names (q_proj …).")
     var targets: String = "q,v"
-    @Option(help: "Blocks that get adapters: all, 0-3,7 or last:4.") var layers: String?
-    @Option(help: "LoRA rank r.") var rank: Int = 8
-    @Option(help: "LoRA alpha; the scale is alpha / r (alpha / √r with --rslora).") var alpha: Double = 16
-    @Option(help: "Dropout on the adapter's input, in [0, 1).") var dropout: Double = 0.05
-    @Flag(help: "Rank-stabilised LoRA: scale alpha / √r.") var rslora = false
-    @Option(name: .customLong("init"), help: "Initialisation of A: kaiming (PEFT's default) or gaussian; B starts at 0.")
-    var initialization: String = "kaiming"
-    @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
-    var template: String = "alpaca"
-    @Option(help: "Loss on the response only (true) or on prompt and response (false).") var maskPrompt: Bool = true
-    @Option(help: "Longest example in tokens; longer ones are truncated (or skipped with --skip-long).")
-    var maxSeqLen: Int = 256
-    @Flag(help: "Skip examples longer than --max-seq-len instead of truncating them.") var skipLong = false
-    @Option(help: "Passes over the training data (ignored when --steps is given).") var epochs: Int = 1
-    @Option(help: "Optimizer steps (overrides --epochs).") var steps: Int?
-    @Option(help: "Examples per micro-batch.") var batchSize: Int = 4
-    @Option(help: "Micro-batches per optimizer step.") var gradAccum: Int = 1
-    @Option(help: "Peak learning rate.") var lr: Double = 3e-4
-    @Option(help: "Learning-rate schedule after warmup: constant, linear or cosine.") var lrSchedule: String = "cosine"
-    @Option(help: "Linear warmup steps from 0.") var warmupSteps: Int = 0
-    @Option(help: "AdamW decoupled weight decay.") var weightDecay: Double = 0
-    @Option(help: "Clip the global gradient norm to this (0 disables clipping).") var maxGradNorm: Double = 1
-    @Option(help: "Validation data file (same format as --data).") var valData: String?
-    @Option(help: "Fraction of --data held out for validation when --val-data is not given.") var valFraction: Double = 0
-    @Option(help: "Compute the validation loss every N steps (0: only at the end).") var evalEvery: Int = 0
-    @Option(help: "Save a checkpoint every N steps (0: only at the end).") var saveEvery: Int = 0
-    @Option(help: "Checkpoints to keep.") var keep: Int = 2
+    @OptionGroup var training: TrainingOptions
     @Option(help: "Start from an existing PEFT adapter (its targets, rank and alpha are used).") var initAdapter: String?
     @Option(help: "Continue the interrupted run in this output directory (other options come from its checkpoint).")
     var resume: String?
-    @Option(help: "Shuffle the training data each epoch.") var shuffle: Bool = true
-    @Option(help: "Random seed (initialisation, shuffling, dropout).") var seed: UInt64 = 0
     @Flag(help: "Replace --out if it exists.") var overwrite = false
     @Option(help: "A YAML file of options; command-line flags override it.") var config: String?
     @OptionGroup var runtime: RuntimeOptions
@@ -61,14 +33,10 @@ struct Finetune: ParsableCommand {
     }
 
     func options() throws -> FineTuneOptions {
-        var o = FineTuneOptions(base: base ?? "", data: data ?? "", out: out ?? "")
-        o.targets = targets; o.layers = layers; o.rank = rank; o.alpha = alpha; o.dropout = dropout
-        o.rslora = rslora; o.initialization = initialization; o.template = template; o.maskPrompt = maskPrompt
-        o.maxSeqLen = maxSeqLen; o.skipLong = skipLong; o.epochs = epochs; o.steps = steps
-        o.batchSize = batchSize; o.gradAccum = gradAccum; o.lr = lr; o.lrSchedule = lrSchedule
-        o.warmupSteps = warmupSteps; o.weightDecay = weightDecay; o.maxGradNorm = maxGradNorm
-        o.valData = valData; o.valFraction = valFraction; o.evalEvery = evalEvery; o.saveEvery = saveEvery
-        o.keep = keep; o.initAdapter = initAdapter; o.shuffle = shuffle; o.seed = seed; o.overwrite = overwrite
+        var o = training.options(base: base ?? "", data: data ?? "", out: out ?? "")
+        o.targets = targets
+        o.initAdapter = initAdapter
+        o.overwrite = overwrite
         return o
     }
 
@@ -110,5 +78,50 @@ struct Finetune: ParsableCommand {
         ]
         if let best = summary.bestValidationLoss { lines.append(String(format: "best validation loss %.4f", best)) }
         print(lines.joined(separator: "\n"))
+    }
+}
+
+/// The LoRA and training options `finetune` and `ablate` share.
+struct TrainingOptions: ParsableArguments {
+    @Option(help: "Blocks that get adapters: all, 0-3,7 or last:4.") var layers: String?
+    @Option(help: "LoRA rank r.") var rank: Int = 8
+    @Option(help: "LoRA alpha; the scale is alpha / r (alpha / √r with --rslora).") var alpha: Double = 16
+    @Option(help: "Dropout on the adapter's input, in [0, 1).") var dropout: Double = 0.05
+    @Flag(help: "Rank-stabilised LoRA: scale alpha / √r.") var rslora = false
+    @Option(name: .customLong("init"), help: "Initialisation of A: kaiming (PEFT's default) or gaussian; B starts at 0.")
+    var initialization: String = "kaiming"
+    @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
+    var template: String = "alpaca"
+    @Option(help: "Loss on the response only (true) or on prompt and response (false).") var maskPrompt: Bool = true
+    @Option(help: "Longest example in tokens; longer ones are truncated (or skipped with --skip-long).")
+    var maxSeqLen: Int = 256
+    @Flag(help: "Skip examples longer than --max-seq-len instead of truncating them.") var skipLong = false
+    @Option(help: "Passes over the training data (ignored when --steps is given).") var epochs: Int = 1
+    @Option(help: "Optimizer steps (overrides --epochs).") var steps: Int?
+    @Option(help: "Examples per micro-batch.") var batchSize: Int = 4
+    @Option(help: "Micro-batches per optimizer step.") var gradAccum: Int = 1
+    @Option(help: "Peak learning rate.") var lr: Double = 3e-4
+    @Option(help: "Learning-rate schedule after warmup: constant, linear or cosine.") var lrSchedule: String = "cosine"
+    @Option(help: "Linear warmup steps from 0.") var warmupSteps: Int = 0
+    @Option(help: "AdamW decoupled weight decay.") var weightDecay: Double = 0
+    @Option(help: "Clip the global gradient norm to this (0 disables clipping).") var maxGradNorm: Double = 1
+    @Option(help: "Validation data file (same format as --data).") var valData: String?
+    @Option(help: "Fraction of --data held out for validation when --val-data is not given.") var valFraction: Double = 0
+    @Option(help: "Compute the validation loss every N steps (0: only at the end).") var evalEvery: Int = 0
+    @Option(help: "Save a checkpoint every N steps (0: only at the end).") var saveEvery: Int = 0
+    @Option(help: "Checkpoints to keep.") var keep: Int = 2
+    @Option(help: "Shuffle the training data each epoch.") var shuffle: Bool = true
+    @Option(help: "Random seed (initialisation, shuffling, dropout).") var seed: UInt64 = 0
+
+    func options(base: String, data: String, out: String) -> FineTuneOptions {
+        var o = FineTuneOptions(base: base, data: data, out: out)
+        o.layers = layers; o.rank = rank; o.alpha = alpha; o.dropout = dropout
+        o.rslora = rslora; o.initialization = initialization; o.template = template; o.maskPrompt = maskPrompt
+        o.maxSeqLen = maxSeqLen; o.skipLong = skipLong; o.epochs = epochs; o.steps = steps
+        o.batchSize = batchSize; o.gradAccum = gradAccum; o.lr = lr; o.lrSchedule = lrSchedule
+        o.warmupSteps = warmupSteps; o.weightDecay = weightDecay; o.maxGradNorm = maxGradNorm
+        o.valData = valData; o.valFraction = valFraction; o.evalEvery = evalEvery; o.saveEvery = saveEvery
+        o.keep = keep; o.shuffle = shuffle; o.seed = seed
+        return o
     }
 }

@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import InstructionTuning
+import MiniGPT
+import Tensors
+
+struct Ablate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Which projections should get the adapters? Fine-tune target sets at a matched parameter budget.",
+        discussion: """
+            The LoRA paper's Table 5: each target set (default q, k, v, o, q+k, q+v, q+k+v+o, ffn, all) gets the rank \
+            whose trainable-parameter count is nearest --budget, and is trained with the same options over --seeds \
+            seeds. With --ranks, each set is trained at each rank instead (Table 6). Writes results.csv, results.md \
+            (mean ± std) and plot.svg into --out, and every adapter under --out/runs.
+            """)
+
+    @Option(help: "Base model directory (Hugging Face layout).") var base: String
+    @Option(help: "Training data: JSON array or JSONL of instruction/input/output records.") var data: String
+    @Option(help: "Output directory for the results and the adapters.") var out: String
+    @Option(help: "Trainable parameters per set (default: q,v at rank 8).") var budget: Int?
+    @Option(parsing: .upToNextOption, help: "Target sets, each like q or q,v or ffn (default: the paper's nine).")
+    var targets: [String] = []
+    @Option(help: "Runs per set, with seeds --seed, --seed+1, …") var seeds: Int = 1
+    @Option(help: "Sweep these ranks (e.g. 1,2,4,8,64) for the given sets instead of matching a budget.")
+    var ranks: String?
+    @Option(help: "Exact match is measured on at most this many validation records.") var evalLimit: Int = 100
+    @Flag(help: "Replace --out if it exists.") var overwrite = false
+    @OptionGroup var training: TrainingOptions
+    @Option(help: "A YAML file of options; command-line flags override it.") var config: String?
+    @OptionGroup var runtime: RuntimeOptions
+
+    func validate() throws {
+        if seeds < 1 { throw ValidationError("--seeds must be at least 1, got \(seeds)") }
+        if let budget, budget < 1 { throw ValidationError("--budget must be positive, got \(budget)") }
+        if evalLimit < 1 { throw ValidationError("--eval-limit must be at least 1, got \(evalLimit)") }
+    }
+
+    func run() throws {
+        runtime.apply()
+        if FileManager.default.fileExists(atPath: out) {
+            guard overwrite else { throw LoRAKitError.file(out, "already exists; pass --overwrite to replace it") }
+            try FileManager.default.removeItem(atPath: out)
+        }
+        let dims = ModelDimensions(try LlamaWeights.load(directory: base).config)
+        let sets = targets.isEmpty ? AblationPlan.defaultSets : targets
+        let plan: AblationPlan
+        if let ranks {
+            let list = try ranks.split(separator: ",").map { part -> Int in
+                guard let r = Int(part.trimmingCharacters(in: .whitespaces)) else {
+                    throw ValidationError("--ranks: '\(part)' is not a whole number")
+                }
+                return r
+            }
+            plan = try AblationPlan(sets: targets.isEmpty ? ["q,v"] : targets, ranks: list, dims: dims)
+        } else {
+            let defaultBudget = 8 * AblationPlan.parametersPerRank([.q, .v], dims: dims)
+            plan = try AblationPlan(sets: sets, budget: budget ?? defaultBudget, dims: dims)
+        }
+        for (name, reason) in plan.skipped { printError("skipping \(name): \(reason)") }
+        for entry in plan.entries {
+            printError("\(entry.name): rank \(entry.rank), \(entry.trainableParameters) trainable parameters")
+        }
+        var runner = try AblationRunner(plan: plan, training: training.options(base: base, data: data, out: out),
+                                        seeds: seeds, out: out)
+        runner.evalLimit = evalLimit
+        let progress = ProgressLine()
+        var label = ""
+        let results = try runner.run { event in
+            switch event {
+            case let .starting(index, total, entry, seed):
+                label = "[\(index)/\(total)] \(entry.name) r\(entry.rank) seed \(seed)"
+                progress.update(label + ": training", final: false)
+            case let .training(.step(m)):
+                progress.update(String(format: "%@: step %d/%d loss %.4f", label, m.step, m.totalSteps, m.loss), final: false)
+            case let .finished(r):
+                progress.update(String(format: "%@: val loss %.4f, exact match %.3f", label, r.valLoss, r.exactMatch),
+                                final: true)
+            case .training: break
+            }
+        }
+        print(AblationReport(results: results, skipped: plan.skipped).markdown, terminator: "")
+        print("results: \(out)/results.csv, \(out)/results.md, \(out)/plot.svg")
+    }
+}
