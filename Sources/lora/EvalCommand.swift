@@ -20,6 +20,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Evaluate only the first N records.") var limit: Int?
     @Flag(help: "Skip greedy generation (loss and perplexity only).") var noGenerate = false
     @Option(help: "How many evaluated examples to include in the JSON (all by default).") var showExamples: Int?
+    @Option(help: "Also report per value of this record field (e.g. family), and print a table on stderr.")
+    var groupBy: String?
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -35,10 +37,28 @@ struct Eval: ParsableCommand {
         var evaluator = Evaluator(model: loaded.model, tokenizer: loaded.tokenizer, template: try PromptTemplate.named(template))
         evaluator.maxSeqLen = maxSeqLen
         let progress = ProgressLine()
-        var report = try evaluator.evaluate(records, generate: !noGenerate) { done, total in
-            progress.update("generating \(done)/\(total)", final: done == total)
+        let onProgress: (Int, Int) -> Void = { done, total in
+            if !noGenerate { progress.update("generating \(done)/\(total)", final: done == total) }
         }
-        if let showExamples { report.examples = Array(report.examples.prefix(showExamples)) }
+        var report = try groupBy.map { try evaluator.evaluate(records, groupBy: $0, generate: !noGenerate, progress: onProgress) }
+            ?? evaluator.evaluate(records, generate: !noGenerate, progress: onProgress)
+        if let groups = report.groups {
+            func pad(_ s: String) -> String { s.count >= 14 ? s : s + String(repeating: " ", count: 14 - s.count) }
+            var lines = [pad("group") + "  count  exact match      loss"]
+            for key in groups.keys.sorted() {
+                guard let g = groups[key] else { continue }
+                lines.append(pad(key) + String(format: " %6d %12.3f %9.4f", g.count, g.exactMatch, g.loss))
+            }
+            lines.append(pad("all") + String(format: " %6d %12.3f %9.4f", report.count, report.exactMatch, report.loss))
+            printError(lines.joined(separator: "\n"))
+        }
+        if let showExamples {
+            report.examples = Array(report.examples.prefix(showExamples))
+            if var groups = report.groups {
+                for (key, group) in groups { groups[key]?.examples = Array(group.examples.prefix(showExamples)) }
+                report.groups = groups
+            }
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         print(String(decoding: try encoder.encode(report), as: UTF8.self))

@@ -86,9 +86,13 @@ public enum InstructionDataset {
             }
             return text
         }
+        var labels: [String: String] = [:]
+        for (key, value) in object where !["instruction", "input", "output"].contains(key) {
+            if let text = value as? String { labels[key] = text }
+        }
         return InstructionRecord(instruction: try field("instruction", required: true),
                                  input: try field("input", required: false),
-                                 output: try field("output", required: true))
+                                 output: try field("output", required: true), labels: labels)
     }
 
     /// JSON's whitespace: space, tab, line feed, carriage return.

@@ -8,10 +8,13 @@ public struct InstructionRecord: Equatable, Hashable, Sendable {
     public var input: String
     /// The response the model learns to produce.
     public var output: String
+    /// The record's other string fields (e.g. a task `family`), kept for grouping results; never trained on.
+    public var labels: [String: String]
 
-    public init(instruction: String, input: String = "", output: String) {
+    public init(instruction: String, input: String = "", output: String, labels: [String: String] = [:]) {
         self.instruction = instruction
         self.input = input
         self.output = output
+        self.labels = labels
     }
 }

@@ -25,9 +25,11 @@ public struct EvaluationReport: Codable, Sendable {
     public var count: Int
     public var tokens: Int
     public var examples: [EvaluatedExample]
+    /// Per value of a record label (`--group-by family`): the same figures for that group's records.
+    public var groups: [String: EvaluationReport]?
 
     enum CodingKeys: String, CodingKey {
-        case loss, perplexity, count, tokens, examples
+        case loss, perplexity, count, tokens, examples, groups
         case exactMatch = "exact_match"
     }
 }
@@ -48,6 +50,35 @@ public struct Evaluator {
         self.model = model
         self.tokenizer = tokenizer
         self.template = template
+    }
+
+    /// Evaluates every record, and each group of records sharing a value of `label` (records without it form
+    /// the group "(none)"). The overall figures are over all records.
+    public func evaluate(_ records: [InstructionRecord], groupBy label: String, generate: Bool = true,
+                         progress: (Int, Int) -> Void = { _, _ in }) throws -> EvaluationReport {
+        var order: [String] = []
+        var members: [String: [InstructionRecord]] = [:]
+        for record in records {
+            let key = record.labels[label] ?? "(none)"
+            if members[key] == nil { order.append(key) }
+            members[key, default: []].append(record)
+        }
+        var groups: [String: EvaluationReport] = [:]
+        var done = 0
+        for key in order {
+            let subset = members[key] ?? []
+            groups[key] = try evaluate(subset, generate: generate) { i, _ in progress(done + i, records.count) }
+            done += subset.count
+        }
+        // Overall: token-weighted loss and record-weighted exact match, from the groups (no second pass).
+        let reports = order.compactMap { groups[$0] }
+        let tokens = reports.reduce(0) { $0 + $1.tokens }
+        let loss = reports.reduce(0.0) { $0 + $1.loss * Double($1.tokens) } / Double(max(1, tokens))
+        let matches = reports.reduce(0.0) { $0 + $1.exactMatch * Double($1.count) }
+        return EvaluationReport(loss: loss, perplexity: exp(loss),
+                                exactMatch: generate ? matches / Double(max(1, records.count)) : 0,
+                                count: records.count, tokens: tokens, examples: reports.flatMap(\.examples),
+                                groups: groups)
     }
 
     public func evaluate(_ records: [InstructionRecord], generate: Bool = true,
@@ -96,6 +127,6 @@ public struct Evaluator {
         let matches = examples.filter(\.exactMatch).count
         return EvaluationReport(loss: loss, perplexity: exp(loss),
                                 exactMatch: examples.isEmpty ? 0 : Double(matches) / Double(examples.count),
-                                count: records.count, tokens: count, examples: examples)
+                                count: records.count, tokens: count, examples: examples, groups: nil)
     }
 }
