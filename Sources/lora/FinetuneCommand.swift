@@ -50,34 +50,11 @@ struct Finetune: ParsableCommand {
         } else {
             tuner = try FineTuner(options: try options())
         }
-        let progress = ProgressLine()
-        let summary = try tuner.run { event in
-            switch event {
-            case let .dataset(train, validation, truncated, skipped):
-                printError("data: \(train) training examples, \(validation) validation; \(truncated) truncated, \(skipped) skipped (--max-seq-len \(tuner.options.maxSeqLen))")
-            case let .start(step, total, trainable):
-                printError("training \(trainable) adapter parameters for \(total) steps" + (step > 0 ? ", from step \(step)" : ""))
-            case let .step(m):
-                let eta = m.elapsed / Double(max(1, m.step)) * Double(m.totalSteps - m.step)
-                progress.update(String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %@",
-                                       m.step, m.totalSteps, m.loss, m.lr, m.tokensPerSecond, formatDuration(eta)),
-                                final: m.step == m.totalSteps)
-            case let .validation(step, loss):
-                progress.note(String(format: "step %d: validation loss %.4f", step, loss))
-            case let .checkpoint(step, path):
-                progress.note("step \(step): checkpoint \(path)")
-            case let .warning(text):
-                progress.note("warning: \(text)")
-            }
-        }
-        var lines = [
-            "adapter: \(summary.adapterDirectory)",
-            String(format: "steps %d, tokens %d, time %@, %.0f tokens/s, peak RSS %.0f MiB, final loss %.4f",
-                   summary.steps, summary.tokens, formatDuration(summary.seconds), summary.tokensPerSecond,
-                   summary.peakRSSMiB, summary.finalLoss),
-        ]
-        if let best = summary.bestValidationLoss { lines.append(String(format: "best validation loss %.4f", best)) }
-        print(lines.joined(separator: "\n"))
+        let printer = TrainingPrinter(describeData: { train, validation, truncated, skipped in
+            "data: \(train) training examples, \(validation) validation; \(truncated) truncated, \(skipped) skipped (--max-seq-len \(tuner.options.maxSeqLen))"
+        }, parameterNoun: "adapter parameters")
+        let summary = try tuner.run(printer.handle)
+        print(TrainingPrinter.summary(summary, what: "adapter", validationLabel: "best validation loss"))
     }
 }
 

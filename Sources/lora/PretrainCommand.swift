@@ -64,33 +64,10 @@ struct Pretrain: ParsableCommand {
             o.evalEvery = evalEvery; o.saveEvery = saveEvery; o.keep = keep; o.seed = seed; o.overwrite = overwrite
             trainer = try Pretrainer(options: o)
         }
-        let progress = ProgressLine()
-        let summary = try trainer.run { event in
-            switch event {
-            case let .dataset(train, validation, _, _):
-                printError("corpus: \(train) training tokens, \(validation) held out")
-            case let .start(step, total, trainable):
-                printError("training \(trainable) parameters for \(total) steps" + (step > 0 ? ", from step \(step)" : ""))
-            case let .step(m):
-                let eta = m.elapsed / Double(max(1, m.step)) * Double(m.totalSteps - m.step)
-                progress.update(String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %@",
-                                       m.step, m.totalSteps, m.loss, m.lr, m.tokensPerSecond, formatDuration(eta)),
-                                final: m.step == m.totalSteps)
-            case let .validation(step, loss):
-                progress.note(String(format: "step %d: validation loss %.4f", step, loss))
-            case let .checkpoint(step, path):
-                progress.note("step \(step): checkpoint \(path)")
-            case let .warning(text):
-                progress.note("warning: \(text)")
-            }
-        }
-        var lines = [
-            "model: \(summary.adapterDirectory)",
-            String(format: "steps %d, tokens %d, time %@, %.0f tokens/s, peak RSS %.0f MiB, final loss %.4f",
-                   summary.steps, summary.tokens, formatDuration(summary.seconds), summary.tokensPerSecond,
-                   summary.peakRSSMiB, summary.finalLoss),
-        ]
-        if let best = summary.bestValidationLoss { lines.append(String(format: "validation loss %.4f", best)) }
-        print(lines.joined(separator: "\n"))
+        let printer = TrainingPrinter(describeData: { train, validation, _, _ in
+            "corpus: \(train) training tokens, \(validation) held out"
+        }, parameterNoun: "parameters")
+        let summary = try trainer.run(printer.handle)
+        print(TrainingPrinter.summary(summary, what: "model", validationLabel: "validation loss"))
     }
 }
