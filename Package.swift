@@ -27,7 +27,7 @@ let package = Package(
         .target(name: "Checkpoints", dependencies: ["Tensors"], swiftSettings: optimize),
         .target(name: "Tokenizer", dependencies: ["CSentencePiece"]),
         .target(name: "MiniGPT", dependencies: ["Checkpoints", "Tensors", "Tokenizer"], swiftSettings: optimize),
-        .target(name: "Targeting", dependencies: ["MiniGPT", "Checkpoints", "Tensors"], swiftSettings: optimize),
+        .target(name: "Targeting", dependencies: ["MiniGPT", "Checkpoints", "Tensors", "Tokenizer"], swiftSettings: optimize),
         .target(name: "InstructionTuning", dependencies: ["Targeting", "MiniGPT", "Checkpoints", "Tensors", "Tokenizer"],
                 swiftSettings: optimize),
         .executableTarget(name: "lora", dependencies: [

@@ -1,0 +1,125 @@
+import Foundation
+
+// GGUF (version 3), the single-file format of llama.cpp. Layout, all little-endian:
+//   magic "GGUF" (u32 0x46554747), version u32 = 3, tensor count u64, metadata count u64,
+//   metadata: key (string), value type (u32), value,
+//   tensor infos: name (string), n_dims (u32), ne[0..n_dims) (u64 each, innermost dimension FIRST), ggml type (u32),
+//                 offset (u64, from the start of the data section, a multiple of the alignment),
+//   padding to `general.alignment` (default 32), then the data section.
+// A string is a u64 byte count and UTF-8 bytes (no terminator); an array is an element type (u32), a u64 count
+// and the elements. These are the rules of llama.cpp's gguf-py (`gguf/constants.py`, `gguf_writer.py`).
+
+/// The type tags of GGUF metadata values.
+public enum GGUFValueType: UInt32, Sendable, CaseIterable {
+    case uint8 = 0, int8 = 1, uint16 = 2, int16 = 3, uint32 = 4, int32 = 5, float32 = 6, bool = 7, string = 8
+    case array = 9, uint64 = 10, int64 = 11, float64 = 12
+}
+
+/// One GGUF metadata value.
+public indirect enum GGUFValue: Equatable, Sendable, CustomStringConvertible {
+    case uint8(UInt8), int8(Int8), uint16(UInt16), int16(Int16), uint32(UInt32), int32(Int32)
+    case float32(Float), bool(Bool), string(String), uint64(UInt64), int64(Int64), float64(Double)
+    /// A homogeneous array: every element has `elementType` (nested arrays are allowed by the format).
+    case array(GGUFValueType, [GGUFValue])
+
+    public var type: GGUFValueType {
+        switch self {
+        case .uint8: return .uint8
+        case .int8: return .int8
+        case .uint16: return .uint16
+        case .int16: return .int16
+        case .uint32: return .uint32
+        case .int32: return .int32
+        case .float32: return .float32
+        case .bool: return .bool
+        case .string: return .string
+        case .uint64: return .uint64
+        case .int64: return .int64
+        case .float64: return .float64
+        case .array: return .array
+        }
+    }
+
+    /// An array of strings (`tokenizer.ggml.tokens`).
+    public static func strings(_ values: [String]) -> GGUFValue { .array(.string, values.map { .string($0) }) }
+    /// An array of F32 (`tokenizer.ggml.scores`).
+    public static func float32s(_ values: [Float]) -> GGUFValue { .array(.float32, values.map { .float32($0) }) }
+    /// An array of I32 (`tokenizer.ggml.token_type`).
+    public static func int32s(_ values: [Int32]) -> GGUFValue { .array(.int32, values.map { .int32($0) }) }
+
+    /// The value as an integer, whatever its integer type (nil for other types or values beyond Int).
+    public var integer: Int? {
+        switch self {
+        case .uint8(let v): return Int(v)
+        case .int8(let v): return Int(v)
+        case .uint16(let v): return Int(v)
+        case .int16(let v): return Int(v)
+        case .uint32(let v): return Int(v)
+        case .int32(let v): return Int(v)
+        case .uint64(let v): return Int(exactly: v)
+        case .int64(let v): return Int(v)
+        default: return nil
+        }
+    }
+
+    /// The value as a Double for the two float types.
+    public var real: Double? {
+        switch self {
+        case .float32(let v): return Double(v)
+        case .float64(let v): return v
+        default: return nil
+        }
+    }
+
+    public var text: String? { if case .string(let s) = self { return s } else { return nil } }
+
+    public var elements: [GGUFValue]? { if case .array(_, let e) = self { return e } else { return nil } }
+
+    public var description: String {
+        switch self {
+        case .string(let s): return "\"\(s)\""
+        case .bool(let b): return String(b)
+        case .float32(let v): return String(v)
+        case .float64(let v): return String(v)
+        case .array(let type, let values):
+            let shown = values.prefix(4).map(\.description).joined(separator: ", ")
+            return "[\(type): \(shown)\(values.count > 4 ? ", … (\(values.count))" : "")]"
+        default: return integer.map(String.init) ?? "?"
+        }
+    }
+}
+
+/// The ggml element types LoRAKit writes and reads (llama.cpp's `GGMLQuantizationType`).
+public enum GGMLType: UInt32, Sendable, CaseIterable {
+    case f32 = 0, f16 = 1, bf16 = 30
+
+    public var byteSize: Int { self == .f32 ? 4 : 2 }
+
+    /// The ggml type of a safetensors dtype.
+    public init(_ dtype: DType) {
+        switch dtype {
+        case .f32: self = .f32
+        case .f16: self = .f16
+        case .bf16: self = .bf16
+        }
+    }
+
+    /// `general.file_type` of a model whose matrices are of this type (llama.cpp's `LlamaFileType`:
+    /// ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_BF16 = 32).
+    public var fileType: UInt32 {
+        switch self {
+        case .f32: return 0
+        case .f16: return 1
+        case .bf16: return 32
+        }
+    }
+}
+
+/// Constants of the format.
+public enum GGUF {
+    /// "GGUF" read as a little-endian u32.
+    public static let magic: UInt32 = 0x4655_4747
+    public static let version: UInt32 = 3
+    /// Alignment of the data section and of every tensor in it when `general.alignment` is absent.
+    public static let defaultAlignment = 32
+}

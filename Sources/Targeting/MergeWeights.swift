@@ -1,0 +1,109 @@
+import Checkpoints
+import Foundation
+import MiniGPT
+import Tensors
+
+/// Folding LoRA adapters into a base model: `W' = W + Σₖ mₖ·sₖ·Bₖ·Aₖ` for every adapted projection, in F32.
+///
+/// Merging is what lets an adapter run where LoRA is not supported: the merged model has the base's shapes
+/// and computes (up to float rounding) what the base with the adapters attached computes.
+public enum AdapterMerge {
+    /// A model whose adapted projections are `W + Σ deltas` (each adapter's multiplier included).
+    ///
+    /// Only the adapted projections are new buffers; every other tensor is shared with `base`, so merging a
+    /// q/v adapter into a memory-mapped 7B model costs the size of the q and v matrices, not of the model.
+    /// Refuses an empty list, an adapter built for other dimensions, and an adapter whose every B is zero (it
+    /// would change nothing: most likely an untrained adapter).
+    public static func merge(base: LlamaWeights, adapters: [AdapterSet], names: [String]? = nil) throws -> LlamaWeights {
+        guard !adapters.isEmpty else { throw LoRAKitError("no adapter to merge: give at least one --adapter") }
+        for (i, set) in adapters.enumerated() {
+            let name = names?[i] ?? "adapter \(i + 1)"
+            guard set.dims == base.dims else {
+                throw LoRAKitError("\(name) was built for another model (\(set.dims.layers) layers, hidden \(set.dims.dim)); the base has \(base.dims.layers) layers, hidden \(base.dims.dim)")
+            }
+            guard !set.adapters.isEmpty else { throw LoRAKitError("\(name) is empty: it adapts no projection") }
+            if set.allBZero {
+                throw LoRAKitError("\(name) is empty: every lora_B is zero, so it changes nothing (an untrained adapter?)")
+            }
+        }
+        let layers = base.layers.enumerated().map { l, layer -> LayerWeights in
+            func merged(_ projection: Projection) -> Tensor {
+                let loras = adapters.compactMap { $0.adapter(layer: l, projection: projection) }
+                let weight = layer.projection(projection)
+                guard !loras.isEmpty else { return weight }
+                let out = weight.clone()
+                for lora in loras { addDelta(of: lora, to: out) }
+                return out
+            }
+            return LayerWeights(attentionNorm: layer.attentionNorm, q: merged(.q), k: merged(.k), v: merged(.v),
+                                o: merged(.o), ffnNorm: layer.ffnNorm, gate: merged(.gate), up: merged(.up),
+                                down: merged(.down))
+        }
+        return LlamaWeights(config: base.config, embedding: base.embedding, layers: layers,
+                            finalNorm: base.finalNorm, lmHead: base.lmHead)
+    }
+
+    /// weight[out, in] += m·s · B (out, r) · A (r, in), in place: one GEMM, no delta buffer.
+    static func addDelta(of lora: LoRALinear, to weight: Tensor) {
+        precondition(weight.shape == [lora.outFeatures, lora.inFeatures], "merge: \(weight.shape) vs adapter")
+        GEMM.sgemm(transA: false, transB: false, m: lora.outFeatures, n: lora.inFeatures, k: lora.rank,
+                   alpha: lora.effectiveScale, a: lora.b.data, lda: lora.rank, b: lora.a.data, ldb: lora.inFeatures,
+                   beta: 1, c: weight.data, ldc: lora.inFeatures)
+    }
+
+    /// The tokens of the self-check forward: BOS then `count - 1` ids spread over the vocabulary.
+    public static func checkTokens(_ config: LlamaConfig, count: Int = 8) -> [Int32] {
+        let vocab = config.vocabSize
+        return [Int32(config.bosTokenId)] + (1..<max(count, 2)).map { Int32(($0 * 7919 + 3) % vocab) }
+    }
+
+    /// Max |Δlogit| between `base` with `adapters` attached and `merged`, on `tokens`, and the largest |logit|
+    /// of the former (to judge the difference against).
+    ///
+    /// Runs two forwards on fresh models, so models the caller holds are not touched.
+    public static func logitDifference(base: LlamaWeights, adapters: [AdapterSet], merged: LlamaWeights,
+                                       tokens: [Int32]) throws -> (maxDifference: Float, maxLogit: Float) {
+        let adapted = LlamaModel(weights: base)
+        for set in adapters {
+            for lora in set.adapters { adapted.attach(lora, layer: lora.site.layer, projection: lora.site.projection) }
+        }
+        let batch = TokenBatch(sequences: [tokens])
+        let expected = try adapted.logits(batch)
+        let got = try LlamaModel(weights: merged).logits(batch)
+        var difference: Float = 0, largest: Float = 0
+        for i in 0..<expected.count {
+            let d = abs(expected[i] - got[i])
+            // A NaN must fail the check, and max() would drop it.
+            difference = d.isNaN || difference.isNaN ? .nan : max(difference, d)
+            largest = max(largest, abs(expected[i]))
+        }
+        return (difference, largest)
+    }
+
+    /// The first tensor of `written` that is not bit-for-bit `expected` rounded to `dtype`, as an error message;
+    /// nil when the file holds exactly what was meant to be written. With `vectorsStayF32` (GGUF keeps norms in
+    /// F32 whatever the matrices' type) 1-D tensors are compared unrounded.
+    public static func firstMismatch(written: LlamaWeights, expected: LlamaWeights, dtype: DType,
+                                     vectorsStayF32: Bool = false) -> String? {
+        for ((name, got), (_, want)) in zip(written.named, expected.named) {
+            guard got.shape == want.shape else { return "\(name) has shape \(got.shape), expected \(want.shape)" }
+            let dtype = vectorsStayF32 && want.shape.count == 1 ? .f32 : dtype
+            for i in 0..<want.count {
+                let target = rounded(want[i], to: dtype)
+                if got[i].bitPattern != target.bitPattern && !(got[i].isNaN && target.isNaN) {
+                    return "\(name)[\(i)] is \(got[i]), expected \(target)"
+                }
+            }
+        }
+        return nil
+    }
+
+    /// `value` rounded to `dtype` and back, as the writers round it.
+    public static func rounded(_ value: Float, to dtype: DType) -> Float {
+        switch dtype {
+        case .f32: return value
+        case .f16: return HalfConversion.float(fromF16: HalfConversion.f16Bits(value))
+        case .bf16: return HalfConversion.float(fromBF16: HalfConversion.bf16Bits(value))
+        }
+    }
+}
