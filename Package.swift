@@ -45,6 +45,15 @@ let package = Package(
                     dependencies: ["InstructionTuning", "Targeting", "MiniGPT", "Checkpoints", "Tensors", "Tokenizer"]),
         // Runs the built `lora` executable as a user would.
         .testTarget(name: "CLITests", dependencies: ["lora", "Checkpoints", "Tensors"]),
+
+        // libFuzzer targets, one per parser of user files (scripts/fuzz.sh builds them with -sanitize=fuzzer);
+        // an ordinary build makes each replay the input files it is given.
+        .target(name: "FuzzSupport"),
+        .executableTarget(name: "FuzzSafeTensors", dependencies: ["FuzzSupport", "Checkpoints", "Tensors"]),
+        .executableTarget(name: "FuzzModelConfig", dependencies: ["FuzzSupport", "Checkpoints", "Tensors"]),
+        .executableTarget(name: "FuzzAdapterConfig", dependencies: ["FuzzSupport", "Targeting", "Tensors"]),
+        .executableTarget(name: "FuzzDataset", dependencies: ["FuzzSupport", "InstructionTuning", "Tensors"]),
+        .executableTarget(name: "FuzzTemplate", dependencies: ["FuzzSupport", "InstructionTuning", "Tensors"]),
     ],
     // Kernels pass raw buffers to parallel loops by design; Swift 6's strict Sendable checking buys nothing there.
     swiftLanguageModes: [.v5]

@@ -122,6 +122,15 @@ public enum AtomicFile {
         return LoRAKitError.file(path, "could not write: \(describe(error))")
     }
 
+    /// "a/b/c" -> "a/b", "c" -> ".", "/c" -> "/"; trailing slashes are ignored. (NSString's
+    /// `deletingLastPathComponent` traps on a one-character relative path such as "o" in corelibs Foundation.)
+    public static func parentDirectory(of path: String) -> String {
+        var path = path
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
     /// The POSIX reason under a Foundation error ("No space left on device") when there is one.
     public static func describe(_ error: Error) -> String {
         let nsError = error as NSError

@@ -75,10 +75,40 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         guard rmsNormEps > 0, rmsNormEps.isFinite else { throw LoRAKitError("rms_norm_eps is \(rmsNormEps), expected a positive number") }
         guard ropeTheta > 0, ropeTheta.isFinite else { throw LoRAKitError("rope_theta is \(ropeTheta), expected a positive number") }
         guard headDim % 2 == 0 else { throw LoRAKitError("head_dim \(headDim) is odd; RoPE rotates pairs of dimensions") }
+        // The model code multiplies these sizes (projection widths, matrix bytes) before it compares them with
+        // the tensors; a corrupt config must fail here, not overflow there.
+        let products: [(String, [Int])] = [
+            ("num_attention_heads × head_dim × hidden_size", [numAttentionHeads, headDim, hiddenSize]),
+            ("num_key_value_heads × head_dim × hidden_size", [numKeyValueHeads, headDim, hiddenSize]),
+            ("intermediate_size × hidden_size", [intermediateSize, hiddenSize]),
+            ("vocab_size × hidden_size", [vocabSize, hiddenSize]),
+        ]
+        for (name, factors) in products where Self.product(factors + [MemoryLayout<Float>.size]) == nil {
+            throw LoRAKitError("\(name) (\(factors.map(String.init).joined(separator: " × "))) is too large to address; the sizes are corrupt")
+        }
+        // RoPE's cos/sin table is precomputed for max_position_embeddings positions: head_dim floats each.
+        guard let table = Self.product([maxPositionEmbeddings, headDim]), table <= Self.maximumRoPETable else {
+            throw LoRAKitError("max_position_embeddings \(maxPositionEmbeddings) × head_dim \(headDim) is more than the \(Self.maximumRoPETable) RoPE table entries LoRAKit precomputes (1 GiB); lower max_position_embeddings")
+        }
         for (key, id) in [("bos_token_id", bosTokenId), ("eos_token_id", eosTokenId), ("pad_token_id", padTokenId ?? 0)]
         where id < 0 || id >= vocabSize {
             throw LoRAKitError("\(key) \(id) is outside the vocabulary (vocab_size \(vocabSize))")
         }
+    }
+
+    /// The largest max_position_embeddings × head_dim accepted: 2^28 floats (1 GiB) of RoPE table, room for
+    /// 2M positions at head_dim 128 (the model grows the table on demand for longer inputs).
+    public static let maximumRoPETable = 1 << 28
+
+    /// The product of `factors`, nil when it overflows Int.
+    private static func product(_ factors: [Int]) -> Int? {
+        var result = 1
+        for factor in factors {
+            let (value, overflow) = result.multipliedReportingOverflow(by: factor)
+            if overflow { return nil }
+            result = value
+        }
+        return result
     }
 
     // MARK: files

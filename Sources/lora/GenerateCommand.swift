@@ -43,6 +43,8 @@ struct Generate: ParsableCommand {
         if (instruction == nil) == (prompt == nil) { throw ValidationError("give exactly one of --instruction or --prompt") }
         if input != nil && instruction == nil { throw ValidationError("--input goes with --instruction") }
         if maxNewTokens < 1 { throw ValidationError("--max-new-tokens must be at least 1, got \(maxNewTokens)") }
+        // The KV cache is allocated up front for prompt + new tokens.
+        if maxNewTokens > 1 << 20 { throw ValidationError("--max-new-tokens must be at most \(1 << 20), got \(maxNewTokens)") }
         if !(temperature >= 0) { throw ValidationError("--temperature must be >= 0, got \(temperature)") }
         if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
     }

@@ -27,7 +27,8 @@ func printErrorRaw(_ text: String) {
 
 /// "1h02m", "3m05s", "12s".
 func formatDuration(_ seconds: Double) -> String {
-    guard seconds.isFinite, seconds >= 0 else { return "?" }
+    // Beyond a year the figure means nothing (and would overflow Int for absurd step counts).
+    guard seconds.isFinite, seconds >= 0, seconds < 3.2e7 else { return "?" }
     let s = Int(seconds.rounded())
     if s >= 3600 { return String(format: "%dh%02dm", s / 3600, (s % 3600) / 60) }
     if s >= 60 { return String(format: "%dm%02ds", s / 60, s % 60) }

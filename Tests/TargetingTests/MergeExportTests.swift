@@ -37,7 +37,8 @@ final class MergeExportTests: XCTestCase {
             print("merge \(adapters): max |logits - PEFT merge_and_unload| = \(difference)")
             XCTAssertLessThan(difference, 1e-4, key)
             // The adapters matter: the base alone is far from PEFT's merged model.
-            XCTAssertGreaterThan(maxAbsDifference(try logits(base, ids).data, want.data, count: want.count), 0.1)
+            let baseLogits = try logits(base, ids)   // bound first: the tensor must outlive the pointer read
+            XCTAssertGreaterThan(maxAbsDifference(baseLogits.data, want.data, count: want.count), 0.1)
         }
     }
 
@@ -249,7 +250,8 @@ final class MergeExportTests: XCTestCase {
         print("llama.cpp: merged GGUF max |Δlogit| = \(d1); base GGUF + GGUF adapter max |Δlogit| = \(d2)")
         XCTAssertLessThan(d1, 2e-2)
         XCTAssertLessThan(d2, 2e-2)
-        XCTAssertGreaterThan(maxAbsDifference(try logits(base, ids).data, llamaLora.data, count: llamaLora.count), 0.1,
+        let baseLogits = try logits(base, ids)   // bound first: the tensor must outlive the pointer read
+        XCTAssertGreaterThan(maxAbsDifference(baseLogits.data, llamaLora.data, count: llamaLora.count), 0.1,
                              "llama.cpp really applied the adapter")
     }
 }

@@ -21,11 +21,14 @@ public final class FineTuner {
     let validation: [EncodedExample]
     public let totalSteps: Int
     var state: TrainerState
+    /// Set when this tuner continues a run (from a checkpoint or from the run's start): the run directory exists.
+    let resumed: TrainerCheckpoint?
 
     /// Loads the base and the data, builds (or loads) the adapter. Nothing is written until `run`.
     public init(options: FineTuneOptions, resume: TrainerCheckpoint? = nil) throws {
         try options.validate()
         self.options = options
+        resumed = resume
         let weights = try LlamaWeights.load(directory: options.base)
         model = LlamaModel(weights: weights)
         tokenizer = try BaseModel.tokenizer(directory: options.base)
@@ -48,19 +51,31 @@ public final class FineTuner {
                                      overflow: options.skipLong ? .skip : .truncate)
         let train = try encoder.encode(trainRecords)
         validation = valRecords.isEmpty ? [] : try encoder.encode(valRecords).examples
-        batcher = try Batcher(examples: train.examples, batchSize: options.batchSize, seed: options.seed,
-                              maskPrompt: options.maskPrompt)
+        // A batch larger than the data is the whole data (capped so that no index arithmetic can overflow).
+        batcher = try Batcher(examples: train.examples, batchSize: min(options.batchSize, max(1, train.examples.count)),
+                              seed: options.seed, maskPrompt: options.maskPrompt)
         datasetCounts = (train.examples.count, validation.count, train.truncated, train.skipped)
 
-        let stepsPerEpoch = (batcher.batchesPerEpoch + options.gradAccum - 1) / options.gradAccum
-        totalSteps = options.steps ?? options.epochs * stepsPerEpoch
+        // Rounded up, written so that a huge --grad-accum or --epochs cannot overflow.
+        let stepsPerEpoch = (batcher.batchesPerEpoch - 1) / options.gradAccum + 1
+        let (epochSteps, overflow) = options.epochs.multipliedReportingOverflow(by: stepsPerEpoch)
+        if options.steps == nil && overflow {
+            throw LoRAKitError("--epochs \(options.epochs) × \(stepsPerEpoch) steps per epoch is too many steps to count")
+        }
+        totalSteps = options.steps ?? epochSteps
 
-        // The adapter: resumed, started from an existing PEFT adapter, or new.
-        if let resume {
+        // The adapter: resumed, started from an existing PEFT adapter, or new (also when a run that saved no
+        // checkpoint yet is resumed: it starts over exactly as it started).
+        if let resume, resume.state != nil {
             adapters = try AdapterSet.load(directory: resume.directory, dims: weights.dims)
         } else if let initial = options.initAdapter {
             adapters = try AdapterSet.load(directory: initial, dims: weights.dims)
         } else {
+            // Every projection has the hidden size on one side, so a larger rank exceeds min(in, out) of each: it
+            // adds no capacity, only memory (and an absurd one would exhaust it).
+            guard options.rank <= weights.dims.dim else {
+                throw LoRAKitError("--rank \(options.rank) is larger than the model's hidden size \(weights.dims.dim); a LoRA rank above min(in, out) of a projection adds nothing")
+            }
             var config = LoRAConfig(targets: try TargetSelection.parseTargets(options.targets),
                                     layers: options.layers == nil ? nil
                                         : try TargetSelection.parseLayers(options.layers, layerCount: weights.dims.layers),
@@ -82,6 +97,7 @@ public final class FineTuner {
                                         totalSteps: totalSteps)
         state = TrainerState(step: 0, microStep: 0, tokens: 0, elapsed: 0, bestValidationLoss: nil,
                              dropoutRNG: adapters.dropoutStates)
+        dataFingerprint = TrainerCheckpoint.fingerprint([options.data] + (options.valData.map { [$0] } ?? []))
         if let resume {
             try resume.restore(into: optimizer, state: &state)
             try adapters.restoreDropoutStates(state.dropoutRNG)
@@ -89,16 +105,23 @@ public final class FineTuner {
     }
 
     let datasetCounts: (train: Int, validation: Int, truncated: Int, skipped: Int)
+    let dataFingerprint: String
 
     /// Trains to the end, writing checkpoints, `metrics.jsonl` and the final adapter into `options.out`.
     public func run(_ onEvent: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
         onEvent(.dataset(train: datasetCounts.train, validation: datasetCounts.validation,
                          truncated: datasetCounts.truncated, skipped: datasetCounts.skipped))
         let out = options.out
-        let resuming = state.step > 0
-        try prepareOutputDirectory(resuming: resuming)
-        let metrics = try MetricsLog(path: out + "/metrics.jsonl", truncateAfter: resuming ? state.step : 0)
+        if let resumed {
+            TrainerCheckpoint.removeDebris(directory: out)
+            for warning in resumeWarnings(resumed) { onEvent(.warning(warning)) }
+        } else {
+            try prepareOutputDirectory()
+        }
+        let metrics = try MetricsLog(path: out + "/metrics.jsonl", truncateAfter: state.step)
         onEvent(.start(step: state.step, totalSteps: totalSteps, trainable: adapters.parameters.count))
+        state.dataFingerprint = dataFingerprint
+        let firstStep = state.step
 
         let started = Date()
         let elapsedBefore = state.elapsed
@@ -106,26 +129,23 @@ public final class FineTuner {
         while state.step < totalSteps {
             let stepStarted = Date()
             adapters.zeroGradients()
-            let microBatches = (0..<options.gradAccum).map { i -> TokenBatch in
-                let number = state.microStep + i
-                let epoch = number / batcher.batchesPerEpoch, index = number % batcher.batchesPerEpoch
-                if options.shuffle { return batcher.batch(epoch: epoch, index: index) }
-                // Unshuffled: file order, the same every epoch.
-                let examples = batcher.examples
-                let range = (index * batcher.batchSize)..<min(examples.count, (index + 1) * batcher.batchSize)
-                return Batcher.makeTokenBatch(Array(examples[range]), maskPrompt: options.maskPrompt)
-            }
-            let targets = microBatches.reduce(0) { $0 + $1.targetCount }
+            // Micro-batches are built one at a time, twice (first to count the step's targets), so memory does
+            // not grow with --grad-accum.
+            let targets = (0..<options.gradAccum).reduce(0) { $0 + microBatch(state.microStep + $1).targetCount }
             let scale = 1 / Float(max(1, targets))
             var lossSum = 0.0, tokens = 0
-            for batch in microBatches {
+            for i in 0..<options.gradAccum {
+                let batch = microBatch(state.microStep + i)
                 lossSum += try model.loss(batch, backward: true, gradScale: scale, training: true).sum
                 tokens += batch.lengths.reduce(0) { $0 + Int($1) }
             }
             let loss = lossSum / Double(max(1, targets))
             let gradNorm = clipGradientNorm(adapters.gradients, maxNorm: Float(options.maxGradNorm))
             guard loss.isFinite, gradNorm.isFinite else {
-                throw LoRAKitError("step \(state.step + 1): the loss or the gradients are not finite (loss \(loss), gradient norm \(gradNorm)); the last checkpoint in \(out) is intact — lower --lr or check the data")
+                // Nothing of this step is applied or written: the last checkpoint stays the last good state.
+                let last = TrainerCheckpoint.list(directory: out).last(where: { TrainerCheckpoint.isComplete($0.path) })
+                let kept = last.map { "the last good checkpoint, \($0.path), is intact" } ?? "no checkpoint was saved yet"
+                throw LoRAKitError("step \(state.step + 1): the loss or the gradients are not finite (loss \(loss), gradient norm \(gradNorm)); training stopped and \(kept) — lower --lr or check the data")
             }
             let lr = schedule.rate(at: state.step)
             optimizer.update(parameters: adapters.parameters, gradients: adapters.gradients, lr: lr)
@@ -164,8 +184,12 @@ public final class FineTuner {
         if adapters.allBZero {
             onEvent(.warning("every lora_B is still zero: the adapter does not change the model (too few steps or too low --lr?)"))
         }
-        let path = try saveCheckpoint()
-        onEvent(.checkpoint(step: state.step, path: path))
+        // Resuming a run that was killed after its final checkpoint: that checkpoint is this state already.
+        let finalCheckpoint = out + "/checkpoint-\(state.step)"
+        if state.step > firstStep || !TrainerCheckpoint.isComplete(finalCheckpoint) {
+            let path = try saveCheckpoint()
+            onEvent(.checkpoint(step: state.step, path: path))
+        }
         try adapters.save(to: out, baseModelPath: options.base)
         let seconds = state.elapsed
         return TrainingSummary(steps: state.step, tokens: state.tokens, seconds: seconds,
@@ -174,12 +198,22 @@ public final class FineTuner {
                                bestValidationLoss: state.bestValidationLoss, adapterDirectory: out)
     }
 
+    /// Micro-batch `number` of the run (counting across epochs): the seed's order, or file order unshuffled.
+    private func microBatch(_ number: Int) -> TokenBatch {
+        let epoch = number / batcher.batchesPerEpoch, index = number % batcher.batchesPerEpoch
+        if options.shuffle { return batcher.batch(epoch: epoch, index: index) }
+        // Unshuffled: file order, the same every epoch.
+        let examples = batcher.examples
+        let range = (index * batcher.batchSize)..<min(examples.count, (index + 1) * batcher.batchSize)
+        return Batcher.makeTokenBatch(Array(examples[range]), maskPrompt: options.maskPrompt)
+    }
+
     /// Mean loss over the validation examples (no dropout, no gradients).
     public func validationLoss() throws -> Double {
         var sum = 0.0, count = 0
         var start = 0
         while start < validation.count {
-            let end = min(validation.count, start + options.batchSize)
+            let end = start + min(validation.count - start, options.batchSize)
             let batch = Batcher.makeTokenBatch(Array(validation[start..<end]), maskPrompt: options.maskPrompt)
             let r = try model.loss(batch, backward: false, training: false)
             sum += r.sum
@@ -189,20 +223,25 @@ public final class FineTuner {
         return sum / Double(max(1, count))
     }
 
-    private func prepareOutputDirectory(resuming: Bool) throws {
-        let fm = FileManager.default
-        let out = options.out
-        if !resuming && fm.fileExists(atPath: out) {
-            guard options.overwrite else {
-                throw LoRAKitError.file(out, "already exists; pass --overwrite to replace it, or --resume \(out) to continue its run")
-            }
-            try? fm.removeItem(atPath: out)
+    /// Creates the run directory with its `run_options.json` in one atomic step, so that from its first moment
+    /// `--resume` can continue it; `--overwrite` swaps an old one out only once the new one exists.
+    private func prepareOutputDirectory() throws {
+        if FileManager.default.fileExists(atPath: options.out) && !options.overwrite {
+            throw LoRAKitError.file(options.out, "already exists; pass --overwrite to replace it, or --resume \(options.out) to continue its run")
         }
-        do {
-            try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
-        } catch {
-            throw LoRAKitError.file(out, "cannot create the output directory (\(error.localizedDescription))")
+        try TrainerCheckpoint.createRunDirectory(options: options, threads: Threads.count)
+    }
+
+    /// What would make a resumed run differ from the run that was never interrupted.
+    private func resumeWarnings(_ resumed: TrainerCheckpoint) -> [String] {
+        var warnings: [String] = []
+        if let threads = resumed.runThreads, threads != Threads.count {
+            warnings.append("the run used \(threads) threads and resumes with \(Threads.count): it will not be bit-identical to an uninterrupted run (pass --threads \(threads))")
         }
+        if let saved = resumed.state?.dataFingerprint, saved != dataFingerprint {
+            warnings.append("the data files changed since the run started (\(options.data)): the resumed run continues on the new data, in a different order")
+        }
+        return warnings
     }
 
     /// Writes `checkpoint-STEP` atomically and removes all but the last `keep`.

@@ -141,10 +141,7 @@ public enum ModelExport {
         if lstat(path, &status) == 0 && !overwrite {
             throw LoRAKitError.file(path, "already exists; choose another --out or pass --overwrite to replace it")
         }
-        var trimmed = path
-        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed.removeLast() }
-        let parent = (trimmed as NSString).deletingLastPathComponent
-        let directory = parent.isEmpty ? "." : parent
+        let directory = AtomicFile.parentDirectory(of: path)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw LoRAKitError.file(path, "cannot write here: the directory \(directory) does not exist")
