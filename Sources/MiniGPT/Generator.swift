@@ -107,36 +107,10 @@ public final class Generator {
 
     /// Attention of the chunk's queries over the cache: row i (position start+i) sees keys 0...start+i.
     private func cachedAttention(_ l: Int, rows n: Int, start: Int) {
-        let d = model.dims, hd = d.headDim, group = d.heads / d.kvHeads
-        let scale = 1 / Float(hd).squareRoot()
-        let kc = keys[l].data, vc = values[l].data, qd = q.data, out = attention.data, sc = scores.data
-        let cap = capacity
-        for i in 0..<n {
-            let visible = start + i + 1
-            parallelFor(d.heads) { heads in
-                for h in heads {
-                    let qh = qd + i * d.qDim + h * hd, kv = (h / group) * hd
-                    let s = sc + h * cap
-                    var maxScore = -Float.infinity
-                    for j in 0..<visible {
-                        let kj = kc + j * d.kvDim + kv
-                        var dot: Float = 0
-                        for c in 0..<hd { dot += qh[c] * kj[c] }
-                        s[j] = dot * scale
-                        maxScore = max(maxScore, s[j])
-                    }
-                    var total: Float = 0
-                    for j in 0..<visible { s[j] = expf(s[j] - maxScore); total += s[j] }
-                    let o = out + i * d.qDim + h * hd
-                    o.update(repeating: 0, count: hd)
-                    let inv = 1 / total
-                    for j in 0..<visible {
-                        let p = s[j] * inv, vj = vc + j * d.kvDim + kv
-                        for c in 0..<hd { o[c] += p * vj[c] }
-                    }
-                }
-            }
-        }
+        let d = model.dims
+        Attention.cachedForward(out: attention.data, q: q.data, keys: keys[l].data, values: values[l].data,
+                                scores: scores.data, scoresStride: capacity, rows: n, start: start,
+                                heads: d.heads, kvHeads: d.kvHeads, headDim: d.headDim)
     }
 }
 

@@ -43,10 +43,12 @@ public final class LlamaModel {
         return deltas.firstIndex { !$0.isEmpty }
     }
 
-    private func buffers(batch: Int, seqLen: Int) -> Activations {
-        if let a = activations, a.batch == batch, a.seqLen == seqLen { return a }
+    /// The buffers for a (B, T) batch that keep activations from block `storedFrom` up (`dims.layers`: none).
+    /// A set that keeps more than asked serves too, so evaluation between training steps allocates nothing.
+    private func buffers(batch: Int, seqLen: Int, storedFrom: Int) -> Activations {
+        if let a = activations, a.batch == batch, a.seqLen == seqLen, a.storedFrom <= storedFrom { return a }
         activations = nil  // free the old shape before allocating the new one
-        let a = Activations(dims, batch: batch, seqLen: seqLen)
+        let a = Activations(dims, batch: batch, seqLen: seqLen, storedFrom: storedFrom)
         activations = a
         return a
     }
@@ -77,72 +79,72 @@ public final class LlamaModel {
         for d in list { d.forward(out: out, input: input, rows: rows, training: training) }
     }
 
-    /// Runs the blocks and the final norm; leaves everything the backward needs in the activations.
-    private func forwardBlocks(_ batch: TokenBatch, training: Bool) -> Activations {
-        let a = buffers(batch: batch.batch, seqLen: batch.seqLen)
+    /// Runs the blocks and the final norm; blocks from `storedFrom` up leave what their backward needs.
+    private func forwardBlocks(_ batch: TokenBatch, training: Bool, storedFrom: Int) -> Activations {
+        let a = buffers(batch: batch.batch, seqLen: batch.seqLen, storedFrom: storedFrom)
         let n = a.rows, d = dims
         batch.ids.withUnsafeBufferPointer { ids in
-            Embedding.forward(out: a.residuals[0].data, table: weights.embedding.data, ids: ids.baseAddress!,
+            Embedding.forward(out: a.layer(0).input.data, table: weights.embedding.data, ids: ids.baseAddress!,
                               rows: n, dim: d.dim)
         }
         batch.lengths.withUnsafeBufferPointer { lengths in
             a.positions.withUnsafeBufferPointer { positions in
                 for l in 0..<d.layers {
-                    blockForward(l, a.layers[l], output: a.residuals[l + 1], lengths: lengths.baseAddress!,
-                                 positions: positions.baseAddress!, batch: batch.batch, seqLen: batch.seqLen,
-                                 training: training)
+                    blockForward(l, a, lengths: lengths.baseAddress!, positions: positions.baseAddress!,
+                                 batch: batch.batch, seqLen: batch.seqLen, training: training)
                 }
             }
         }
-        RMSNorm.forward(out: a.finalNormed.data, rstd: a.finalRstd.data, input: a.residuals[d.layers].data,
+        RMSNorm.forward(out: a.finalNormed.data, rstd: a.finalRstd.data, input: a.output.data,
                         weight: weights.finalNorm.data, rows: n, dim: d.dim, eps: d.normEps)
         return a
     }
 
-    private func blockForward(_ l: Int, _ s: LayerActivations, output: Tensor, lengths: UnsafePointer<Int32>,
+    private func blockForward(_ l: Int, _ a: Activations, lengths: UnsafePointer<Int32>,
                               positions: UnsafePointer<Int32>, batch: Int, seqLen: Int, training: Bool) {
-        let w = weights.layers[l], d = dims, n = batch * seqLen
+        let w = weights.layers[l], s = a.layer(l), output = a.blockOutput(l), d = dims, n = a.rows
+        let normed = a.normed, hidden = a.hidden
         // xn = RMSNorm(x)
-        RMSNorm.forward(out: s.attentionNormed.data, rstd: s.attentionRstd.data, input: s.input.data,
+        RMSNorm.forward(out: normed.data, rstd: s.attentionRstd.data, input: s.input.data,
                         weight: w.attentionNorm.data, rows: n, dim: d.dim, eps: d.normEps)
         // q, k, v = xn Wᵀ (+ adapters), then RoPE on q and k
         for (p, out) in [(Projection.q, s.q), (.k, s.k), (.v, s.v)] {
             let f = p.features(d)
-            GEMM.linear(out: out.data, input: s.attentionNormed.data, weight: w.projection(p).data, rows: n,
+            GEMM.linear(out: out.data, input: normed.data, weight: w.projection(p).data, rows: n,
                         inFeatures: f.inFeatures, outFeatures: f.outFeatures)
-            applyDeltas(l, p, out: out.data, input: s.attentionNormed.data, rows: n, training: training)
+            applyDeltas(l, p, out: out.data, input: normed.data, rows: n, training: training)
         }
         RoPE.forward(x: s.q.data, positions: positions, rows: n, heads: d.heads, headDim: d.headDim, table: rope)
         RoPE.forward(x: s.k.data, positions: positions, rows: n, heads: d.kvHeads, headDim: d.headDim, table: rope)
         // att = softmax(q kᵀ / √hd + mask) v
-        Attention.forward(out: s.attention.data, probs: s.probs.data, q: s.q.data, k: s.k.data, v: s.v.data,
-                          lengths: lengths, batch: batch, seqLen: seqLen, heads: d.heads, kvHeads: d.kvHeads,
-                          headDim: d.headDim)
+        Attention.forward(out: s.attention.data, logSumExp: s.logSumExp.data, q: s.q.data, k: s.k.data,
+                          v: s.v.data, lengths: lengths, batch: batch, seqLen: seqLen, heads: d.heads,
+                          kvHeads: d.kvHeads, headDim: d.headDim)
         // middle = x + att Woᵀ (+ adapter)
         s.middle.copy(from: s.input)
         GEMM.linear(out: s.middle.data, input: s.attention.data, weight: w.o.data, rows: n,
                     inFeatures: d.qDim, outFeatures: d.dim, accumulate: true)
         applyDeltas(l, .o, out: s.middle.data, input: s.attention.data, rows: n, training: training)
         // hn = RMSNorm(middle); gate, up = hn Wᵀ; hidden = silu(gate)·up
-        RMSNorm.forward(out: s.ffnNormed.data, rstd: s.ffnRstd.data, input: s.middle.data,
+        RMSNorm.forward(out: normed.data, rstd: s.ffnRstd.data, input: s.middle.data,
                         weight: w.ffnNorm.data, rows: n, dim: d.dim, eps: d.normEps)
         for (p, out) in [(Projection.gate, s.gate), (.up, s.up)] {
-            GEMM.linear(out: out.data, input: s.ffnNormed.data, weight: w.projection(p).data, rows: n,
+            GEMM.linear(out: out.data, input: normed.data, weight: w.projection(p).data, rows: n,
                         inFeatures: d.dim, outFeatures: d.ffnDim)
-            applyDeltas(l, p, out: out.data, input: s.ffnNormed.data, rows: n, training: training)
+            applyDeltas(l, p, out: out.data, input: normed.data, rows: n, training: training)
         }
-        SwiGLU.forward(out: s.hidden.data, gate: s.gate.data, up: s.up.data, count: n * d.ffnDim)
-        // out = middle + hidden Wdᵀ (+ adapter)
+        SwiGLU.forward(out: hidden.data, gate: s.gate.data, up: s.up.data, count: n * d.ffnDim)
+        // out = middle + hidden Wdᵀ (+ adapter); out may be this block's own input (scratch), read no more
         output.copy(from: s.middle)
-        GEMM.linear(out: output.data, input: s.hidden.data, weight: w.down.data, rows: n,
+        GEMM.linear(out: output.data, input: hidden.data, weight: w.down.data, rows: n,
                     inFeatures: d.ffnDim, outFeatures: d.dim, accumulate: true)
-        applyDeltas(l, .down, out: output.data, input: s.hidden.data, rows: n, training: training)
+        applyDeltas(l, .down, out: output.data, input: hidden.data, rows: n, training: training)
     }
 
     /// Logits for every position of the batch, (B·T, V). Padded positions hold values that mean nothing.
     public func logits(_ batch: TokenBatch) throws -> Tensor {
         try validate(batch)
-        let a = forwardBlocks(batch, training: false)
+        let a = forwardBlocks(batch, training: false, storedFrom: dims.layers)
         let out = Tensor(shape: [a.rows, dims.vocab])
         GEMM.linear(out: out.data, input: a.finalNormed.data, weight: weights.lmHead.data, rows: a.rows,
                     inFeatures: dims.dim, outFeatures: dims.vocab)
@@ -159,11 +161,11 @@ public final class LlamaModel {
     public func loss(_ batch: TokenBatch, backward: Bool, gradScale: Float = 1, training: Bool = true) throws
         -> (sum: Double, count: Int) {
         try validate(batch)
-        let a = forwardBlocks(batch, training: training)
-        let n = a.rows, d = dims
         let stop = backward ? lowestTrainedLayer : nil
-        let grads = backward ? weightGradients : nil
-        if stop != nil { a.dNormed.zero() }
+        let a = forwardBlocks(batch, training: training, storedFrom: stop ?? dims.layers)
+        let n = a.rows, d = dims
+        let grads = stop != nil ? weightGradients : nil
+        let g = stop != nil ? a.gradients : nil
         var sum = 0.0
         var count = 0
         batch.targets.withUnsafeBufferPointer { targets in
@@ -172,44 +174,48 @@ public final class LlamaModel {
                 let rows = min(a.chunkRows, n - r0)
                 let chunkTargets = targets.baseAddress! + r0
                 let counted = (0..<rows).reduce(0) { $0 + (chunkTargets[$1] >= 0 ? 1 : 0) }
-                if counted > 0 {
-                    count += counted
-                    // logits = xn Wlmᵀ; CE; dlogits in place
-                    GEMM.linear(out: a.logitChunk.data, input: a.finalNormed.data + r0 * d.dim,
-                                weight: weights.lmHead.data, rows: rows, inFeatures: d.dim, outFeatures: d.vocab)
-                    sum += CrossEntropy.forwardBackward(logits: a.logitChunk.data, targets: chunkTargets, rows: rows,
-                                                        vocab: d.vocab, gradScale: gradScale,
-                                                        computeGradient: stop != nil)
-                    if stop != nil {
-                        GEMM.linearBackwardInput(dInput: a.dNormed.data + r0 * d.dim, dOut: a.logitChunk.data,
-                                                 weight: weights.lmHead.data, rows: rows, inFeatures: d.dim,
-                                                 outFeatures: d.vocab, accumulate: false)
-                        if let g = grads {
-                            GEMM.linearBackwardWeight(dWeight: g.lmHead.data, dOut: a.logitChunk.data,
-                                                      input: a.finalNormed.data + r0 * d.dim, rows: rows,
-                                                      inFeatures: d.dim, outFeatures: d.vocab)
-                        }
+                if counted == 0 {
+                    // no loss here: no logits, and no gradient flows back from these rows
+                    if let g { (g.dNormed.data + r0 * d.dim).update(repeating: 0, count: rows * d.dim) }
+                    r0 += rows
+                    continue
+                }
+                count += counted
+                // logits = xn Wlmᵀ; CE; dlogits in place
+                GEMM.linear(out: a.logitChunk.data, input: a.finalNormed.data + r0 * d.dim,
+                            weight: weights.lmHead.data, rows: rows, inFeatures: d.dim, outFeatures: d.vocab)
+                sum += CrossEntropy.forwardBackward(logits: a.logitChunk.data, targets: chunkTargets, rows: rows,
+                                                    vocab: d.vocab, gradScale: gradScale, computeGradient: g != nil)
+                if let g {
+                    GEMM.linearBackwardInput(dInput: g.dNormed.data + r0 * d.dim, dOut: a.logitChunk.data,
+                                             weight: weights.lmHead.data, rows: rows, inFeatures: d.dim,
+                                             outFeatures: d.vocab, accumulate: false)
+                    if let grads {
+                        GEMM.linearBackwardWeight(dWeight: grads.lmHead.data, dOut: a.logitChunk.data,
+                                                  input: a.finalNormed.data + r0 * d.dim, rows: rows,
+                                                  inFeatures: d.dim, outFeatures: d.vocab)
                     }
                 }
                 r0 += rows
             }
         }
-        if let stop {
-            a.dResidual.zero()
-            RMSNorm.backward(dInput: a.dResidual.data, dWeight: grads?.finalNorm.data, dOut: a.dNormed.data,
-                             input: a.residuals[d.layers].data, weight: weights.finalNorm.data,
+        if let stop, let g {
+            g.dResidual.zero()
+            RMSNorm.backward(dInput: g.dResidual.data, dWeight: grads?.finalNorm.data, dOut: g.dNormed.data,
+                             input: a.output.data, weight: weights.finalNorm.data,
                              rstd: a.finalRstd.data, rows: n, dim: d.dim)
             batch.lengths.withUnsafeBufferPointer { lengths in
                 a.positions.withUnsafeBufferPointer { positions in
                     for l in stride(from: d.layers - 1, through: stop, by: -1) {
-                        blockBackward(l, a, lengths: lengths.baseAddress!, positions: positions.baseAddress!,
-                                      batch: batch.batch, seqLen: batch.seqLen, grads: grads?.layers[l])
+                        blockBackward(l, a, g, lengths: lengths.baseAddress!, positions: positions.baseAddress!,
+                                      batch: batch.batch, seqLen: batch.seqLen, grads: grads?.layers[l],
+                                      needInputGradient: l > stop || grads != nil)
                     }
                 }
             }
-            if let g = grads {
+            if let grads {
                 batch.ids.withUnsafeBufferPointer { ids in
-                    Embedding.backward(dTable: g.embedding.data, dOut: a.dResidual.data, ids: ids.baseAddress!,
+                    Embedding.backward(dTable: grads.embedding.data, dOut: g.dResidual.data, ids: ids.baseAddress!,
                                        rows: n, dim: d.dim)
                 }
             }
@@ -223,69 +229,101 @@ public final class LlamaModel {
         for d in list { d.backward(dInput: dInput, dOut: dOut, input: input, rows: rows) }
     }
 
+    private func hasDeltas(_ layer: Int, _ projections: [Projection]) -> Bool {
+        projections.contains { !(deltas[layer][$0]?.isEmpty ?? true) }
+    }
+
     /// Turns dL/d(block output), held in `dResidual`, into dL/d(block input), in place.
-    private func blockBackward(_ l: Int, _ a: Activations, lengths: UnsafePointer<Int32>,
-                               positions: UnsafePointer<Int32>, batch: Int, seqLen: Int, grads: LayerWeights?) {
-        let w = weights.layers[l], s = a.layers[l], d = dims, n = a.rows
-        let dRes = a.dResidual.data
+    ///
+    /// Without `needInputGradient` (the lowest trained block of a LoRA run: nothing below it to train) it stops once
+    /// the adapters of q, k and v have their gradients: the products and the norm that lead to the block's input
+    /// are skipped. Full-parameter training always needs it (the embedding's gradient).
+    private func blockBackward(_ l: Int, _ a: Activations, _ g: GradientBuffers, lengths: UnsafePointer<Int32>,
+                               positions: UnsafePointer<Int32>, batch: Int, seqLen: Int, grads: LayerWeights?,
+                               needInputGradient: Bool) {
+        let w = weights.layers[l], s = a.layer(l), d = dims, n = a.rows
+        let dRes = g.dResidual.data
         // out = middle + hidden Wdᵀ: dHidden = dOut Wd
-        GEMM.linearBackwardInput(dInput: a.dHidden.data, dOut: dRes, weight: w.down.data, rows: n,
+        GEMM.linearBackwardInput(dInput: g.dHidden.data, dOut: dRes, weight: w.down.data, rows: n,
                                  inFeatures: d.ffnDim, outFeatures: d.dim, accumulate: false)
-        deltasBackward(l, .down, dInput: a.dHidden.data, dOut: dRes, input: s.hidden.data, rows: n)
-        if let g = grads {
-            GEMM.linearBackwardWeight(dWeight: g.down.data, dOut: dRes, input: s.hidden.data, rows: n,
-                                      inFeatures: d.ffnDim, outFeatures: d.dim)
+        if grads != nil || hasDeltas(l, [.down]) {
+            // hidden = silu(gate)·up, rebuilt: the input of down's adapter and weight gradient
+            SwiGLU.forward(out: a.hidden.data, gate: s.gate.data, up: s.up.data, count: n * d.ffnDim)
+            deltasBackward(l, .down, dInput: g.dHidden.data, dOut: dRes, input: a.hidden.data, rows: n)
+            if let grads {
+                GEMM.linearBackwardWeight(dWeight: grads.down.data, dOut: dRes, input: a.hidden.data, rows: n,
+                                          inFeatures: d.ffnDim, outFeatures: d.dim)
+            }
         }
         // hidden = silu(gate)·up
-        SwiGLU.backward(dGate: a.dGate.data, dUp: a.dUp.data, dOut: a.dHidden.data, gate: s.gate.data,
+        SwiGLU.backward(dGate: g.dGate.data, dUp: g.dUp.data, dOut: g.dHidden.data, gate: s.gate.data,
                         up: s.up.data, count: n * d.ffnDim)
         // gate, up = hn Wᵀ: dHn = dGate Wg + dUp Wu
-        GEMM.linearBackwardInput(dInput: a.dNormed.data, dOut: a.dGate.data, weight: w.gate.data, rows: n,
+        GEMM.linearBackwardInput(dInput: g.dNormed.data, dOut: g.dGate.data, weight: w.gate.data, rows: n,
                                  inFeatures: d.dim, outFeatures: d.ffnDim, accumulate: false)
-        GEMM.linearBackwardInput(dInput: a.dNormed.data, dOut: a.dUp.data, weight: w.up.data, rows: n,
+        GEMM.linearBackwardInput(dInput: g.dNormed.data, dOut: g.dUp.data, weight: w.up.data, rows: n,
                                  inFeatures: d.dim, outFeatures: d.ffnDim, accumulate: true)
-        deltasBackward(l, .gate, dInput: a.dNormed.data, dOut: a.dGate.data, input: s.ffnNormed.data, rows: n)
-        deltasBackward(l, .up, dInput: a.dNormed.data, dOut: a.dUp.data, input: s.ffnNormed.data, rows: n)
-        if let g = grads {
-            GEMM.linearBackwardWeight(dWeight: g.gate.data, dOut: a.dGate.data, input: s.ffnNormed.data, rows: n,
-                                      inFeatures: d.dim, outFeatures: d.ffnDim)
-            GEMM.linearBackwardWeight(dWeight: g.up.data, dOut: a.dUp.data, input: s.ffnNormed.data, rows: n,
-                                      inFeatures: d.dim, outFeatures: d.ffnDim)
+        if grads != nil || hasDeltas(l, [.gate, .up]) {
+            // hn = RMSNorm(middle), rebuilt
+            RMSNorm.forward(out: a.normed.data, rstd: s.ffnRstd.data, input: s.middle.data,
+                            weight: w.ffnNorm.data, rows: n, dim: d.dim, eps: d.normEps)
+            deltasBackward(l, .gate, dInput: g.dNormed.data, dOut: g.dGate.data, input: a.normed.data, rows: n)
+            deltasBackward(l, .up, dInput: g.dNormed.data, dOut: g.dUp.data, input: a.normed.data, rows: n)
+            if let grads {
+                GEMM.linearBackwardWeight(dWeight: grads.gate.data, dOut: g.dGate.data, input: a.normed.data,
+                                          rows: n, inFeatures: d.dim, outFeatures: d.ffnDim)
+                GEMM.linearBackwardWeight(dWeight: grads.up.data, dOut: g.dUp.data, input: a.normed.data,
+                                          rows: n, inFeatures: d.dim, outFeatures: d.ffnDim)
+            }
         }
         // hn = RMSNorm(middle); the residual path already carries dOut into dMiddle
-        RMSNorm.backward(dInput: dRes, dWeight: grads?.ffnNorm.data, dOut: a.dNormed.data, input: s.middle.data,
+        RMSNorm.backward(dInput: dRes, dWeight: grads?.ffnNorm.data, dOut: g.dNormed.data, input: s.middle.data,
                          weight: w.ffnNorm.data, rstd: s.ffnRstd.data, rows: n, dim: d.dim)
         // middle = x + att Woᵀ: dAtt = dMiddle Wo
-        GEMM.linearBackwardInput(dInput: a.dAttention.data, dOut: dRes, weight: w.o.data, rows: n,
+        GEMM.linearBackwardInput(dInput: g.dAttention.data, dOut: dRes, weight: w.o.data, rows: n,
                                  inFeatures: d.qDim, outFeatures: d.dim, accumulate: false)
-        deltasBackward(l, .o, dInput: a.dAttention.data, dOut: dRes, input: s.attention.data, rows: n)
-        if let g = grads {
-            GEMM.linearBackwardWeight(dWeight: g.o.data, dOut: dRes, input: s.attention.data, rows: n,
+        deltasBackward(l, .o, dInput: g.dAttention.data, dOut: dRes, input: s.attention.data, rows: n)
+        if let grads {
+            GEMM.linearBackwardWeight(dWeight: grads.o.data, dOut: dRes, input: s.attention.data, rows: n,
                                       inFeatures: d.qDim, outFeatures: d.dim)
         }
         // att = attention(q, k, v)
-        Attention.backward(dQ: a.dQ.data, dK: a.dK.data, dV: a.dV.data, dOut: a.dAttention.data,
-                           probs: s.probs.data, q: s.q.data, k: s.k.data, v: s.v.data, lengths: lengths,
-                           batch: batch, seqLen: seqLen, heads: d.heads, kvHeads: d.kvHeads, headDim: d.headDim,
-                           scratch: a.attentionScratch.data)
-        RoPE.backward(dx: a.dQ.data, positions: positions, rows: n, heads: d.heads, headDim: d.headDim, table: rope)
-        RoPE.backward(dx: a.dK.data, positions: positions, rows: n, heads: d.kvHeads, headDim: d.headDim, table: rope)
+        Attention.backward(dQ: g.dQ.data, dK: g.dK.data, dV: g.dV.data, dOut: g.dAttention.data,
+                           out: s.attention.data, logSumExp: s.logSumExp.data, q: s.q.data, k: s.k.data,
+                           v: s.v.data, lengths: lengths, batch: batch, seqLen: seqLen, heads: d.heads,
+                           kvHeads: d.kvHeads, headDim: d.headDim)
+        RoPE.backward(dx: g.dQ.data, positions: positions, rows: n, heads: d.heads, headDim: d.headDim, table: rope)
+        RoPE.backward(dx: g.dK.data, positions: positions, rows: n, heads: d.kvHeads, headDim: d.headDim, table: rope)
         // q, k, v = xn Wᵀ: dXn = dQ Wq + dK Wk + dV Wv
-        var first = true
-        for (p, dOut) in [(Projection.q, a.dQ), (.k, a.dK), (.v, a.dV)] {
-            let f = p.features(d)
-            GEMM.linearBackwardInput(dInput: a.dNormed.data, dOut: dOut.data, weight: w.projection(p).data, rows: n,
-                                     inFeatures: f.inFeatures, outFeatures: f.outFeatures, accumulate: !first)
-            first = false
-            deltasBackward(l, p, dInput: a.dNormed.data, dOut: dOut.data, input: s.attentionNormed.data, rows: n)
-            if let g = grads {
-                GEMM.linearBackwardWeight(dWeight: g.projection(p).data, dOut: dOut.data,
-                                          input: s.attentionNormed.data, rows: n,
-                                          inFeatures: f.inFeatures, outFeatures: f.outFeatures)
+        let qkv: [(Projection, Tensor)] = [(.q, g.dQ), (.k, g.dK), (.v, g.dV)]
+        if needInputGradient {
+            for (i, (p, dOut)) in qkv.enumerated() {
+                let f = p.features(d)
+                GEMM.linearBackwardInput(dInput: g.dNormed.data, dOut: dOut.data, weight: w.projection(p).data,
+                                         rows: n, inFeatures: f.inFeatures, outFeatures: f.outFeatures,
+                                         accumulate: i > 0)
+            }
+        }
+        if grads != nil || hasDeltas(l, [.q, .k, .v]) {
+            // xn = RMSNorm(x), rebuilt
+            RMSNorm.forward(out: a.normed.data, rstd: s.attentionRstd.data, input: s.input.data,
+                            weight: w.attentionNorm.data, rows: n, dim: d.dim, eps: d.normEps)
+            for (p, dOut) in qkv {
+                // without needInputGradient dNormed is a sink: what the adapters add to it is not used
+                deltasBackward(l, p, dInput: g.dNormed.data, dOut: dOut.data, input: a.normed.data, rows: n)
+                if let grads {
+                    let f = p.features(d)
+                    GEMM.linearBackwardWeight(dWeight: grads.projection(p).data, dOut: dOut.data,
+                                              input: a.normed.data, rows: n,
+                                              inFeatures: f.inFeatures, outFeatures: f.outFeatures)
+                }
             }
         }
         // xn = RMSNorm(x); dX = dMiddle (residual) + RMSNorm backward
-        RMSNorm.backward(dInput: dRes, dWeight: grads?.attentionNorm.data, dOut: a.dNormed.data, input: s.input.data,
-                         weight: w.attentionNorm.data, rstd: s.attentionRstd.data, rows: n, dim: d.dim)
+        if needInputGradient {
+            RMSNorm.backward(dInput: dRes, dWeight: grads?.attentionNorm.data, dOut: g.dNormed.data,
+                             input: s.input.data, weight: w.attentionNorm.data, rstd: s.attentionRstd.data,
+                             rows: n, dim: d.dim)
+        }
     }
 }

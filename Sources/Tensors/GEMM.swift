@@ -6,13 +6,68 @@ import CBLAS
 /// are `[rows, features]` with rows = B·T. So `y = x Wᵀ` is `linear`, and its two backward products are
 /// `dx += dy W` and `dW += dyᵀ x`.
 public enum GEMM {
+    /// Products below this many multiply-adds run on one thread: splitting costs more than it saves.
+    static let splitThreshold = 1 << 20
+
     /// C[m,n] = alpha · op(A) · op(B) + beta · C, row-major with explicit leading dimensions.
-    @inline(__always)
+    ///
+    /// A large product is split into `Threads.count` panels of C — rows or columns, whichever copies less
+    /// (one row is a matrix-vector product, split by columns) — each computed by single-threaded OpenBLAS on its
+    /// own thread. Every
+    /// element of C is still one dot product over all of k in OpenBLAS's order, and the split depends only on
+    /// the sizes and the thread count, so the result is deterministic. Inside a parallel region it runs serially.
     public static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                              alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                              b: UnsafePointer<Float>, ldb: Int,
                              beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let threads = Threads.count
+        if threads <= 1 || m * n * k < splitThreshold || ParallelRegion.isInside {
+            sgemmSerial(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                        b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            return
+        }
+        // Every thread packs all of the operand it does not split, so split the larger side: rows when C is at
+        // least as tall as wide (op(B), k × n, is copied per thread), columns otherwise (op(A), m × k, is). Panels
+        // are multiples of 16 rows or columns (OpenBLAS's register block), so only the last one has an edge.
+        if m >= 32 * threads && (m >= n || n < 32 * threads) {
+            let blocks = (m + 15) / 16
+            ParallelRegion.run(threads) { part in
+                let lo = min(m, blocks * part / threads * 16), hi = min(m, blocks * (part + 1) / threads * 16)
+                if lo >= hi { return }
+                // rows lo..<hi of C come from rows lo..<hi of op(A)
+                sgemmSerial(transA: transA, transB: transB, m: hi - lo, n: n, k: k, alpha: alpha,
+                            a: transA ? a + lo : a + lo * lda, lda: lda, b: b, ldb: ldb,
+                            beta: beta, c: c + lo * ldc, ldc: ldc)
+            }
+        } else {
+            let blocks = (n + 15) / 16
+            let parts = min(threads, blocks)
+            ParallelRegion.run(parts) { part in
+                let lo = min(n, blocks * part / parts * 16), hi = min(n, blocks * (part + 1) / parts * 16)
+                if lo >= hi { return }
+                // columns lo..<hi of C come from columns lo..<hi of op(B)
+                sgemmSerial(transA: transA, transB: transB, m: m, n: hi - lo, k: k, alpha: alpha,
+                            a: a, lda: lda, b: transB ? b + lo * ldb : b + lo, ldb: ldb,
+                            beta: beta, c: c + lo, ldc: ldc)
+            }
+        }
+    }
+
+    /// `sgemm` on the calling thread only (for kernels that are already split over threads).
+    @inline(__always)
+    public static func sgemmSerial(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                                   alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                                   b: UnsafePointer<Float>, ldb: Int,
+                                   beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         if m == 0 || n == 0 { return }
+        if m == 1 && k > 0 {
+            // one row: a matrix-vector product, y[n] = alpha · op(B)ᵀ a + beta · y (OpenBLAS 0.3.21's sgemm
+            // would pack all of B first, for nothing); y is cleared first so that beta 0 ignores what was there
+            if beta == 0 { c.update(repeating: 0, count: n) }
+            cblas_sgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans, Int32(transB ? n : k), Int32(transB ? k : n),
+                        alpha, b, Int32(ldb), a, Int32(transA ? lda : 1), beta, c, 1)
+            return
+        }
         if k == 0 {
             if beta == 0 { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
             else if beta != 1 { for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } } }

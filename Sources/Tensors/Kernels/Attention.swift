@@ -133,7 +133,7 @@ public enum Attention {
     }
 
     /// Strides and offsets of the (B, T, heads, hd) layouts.
-    private struct Shape {
+    struct Shape {
         let seqLen: Int, headDim: Int, groupSize: Int
         let qStride: Int, kvStride: Int
 
@@ -161,7 +161,7 @@ public enum Attention {
 
     /// Calls body(t0, t1, keys) for each block of queries t0..<t1, keys = the keys its last row may see.
     @inline(__always)
-    private static func forEachRowBlock(seqLen: Int, length: Int, _ body: (Int, Int, Int) -> Void) {
+    static func forEachRowBlock(seqLen: Int, length: Int, _ body: (Int, Int, Int) -> Void) {
         var t0 = 0
         while t0 < seqLen {
             let t1 = min(seqLen, t0 + rowBlock)

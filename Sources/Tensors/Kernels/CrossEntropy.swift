@@ -26,21 +26,16 @@ public enum CrossEntropy {
                         continue
                     }
                     precondition(target < vocab, "target \(target) outside the vocabulary of \(vocab)")
-                    let m = maximum(x, count: vocab)
+                    let m = maximumLanes(x, count: vocab)
                     let targetLogit = x[target]
-                    var sum: Double = 0
+                    let sum: Double
                     if computeGradient {
-                        for j in 0..<vocab {
-                            let e = Foundation.exp(x[j] - m)
-                            x[j] = e
-                            sum += Double(e)
-                        }
+                        sum = exponentiateShifted(x, count: vocab, shift: m)
                         // dLoss/dx = softmax(x) − onehot(target)
-                        let factor = gradScale / Float(sum)
-                        for j in 0..<vocab { x[j] *= factor }
+                        scaleLanes(x, count: vocab, by: gradScale / Float(sum))
                         x[target] -= gradScale
                     } else {
-                        for j in 0..<vocab { sum += Double(Foundation.exp(x[j] - m)) }
+                        sum = sumExponentials(x, count: vocab, shift: m)
                     }
                     // −log softmax[target] = log Σ exp(x − m) + m − x[target]
                     rowLoss[r] = Foundation.log(sum) + Double(m) - Double(targetLogit)
@@ -58,14 +53,8 @@ public enum Softmax {
     /// x is (count) -> x = softmax(x) in place. Does nothing when count is 0.
     public static func inPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
         if count == 0 { return }
-        let m = maximum(x, count: count)
-        var sum: Double = 0
-        for j in 0..<count {
-            let e = Foundation.exp(x[j] - m)
-            x[j] = e
-            sum += Double(e)
-        }
-        let inverse = Float(1 / sum)
-        for j in 0..<count { x[j] *= inverse }
+        let m = maximumLanes(x, count: count)
+        let sum = exponentiateShifted(x, count: count, shift: m)
+        scaleLanes(x, count: count, by: Float(1 / sum))
     }
 }

@@ -1,5 +1,3 @@
-import Foundation
-
 /// The gated activation of the LLaMA feed-forward block: `out = silu(gate) · up`, silu(x) = x · sigmoid(x).
 ///
 /// gate and up are the outputs of `gate_proj` and `up_proj`, (rows, F) each, flattened to `count` floats.
@@ -8,10 +6,17 @@ public enum SwiGLU {
     public static func forward(out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>,
                                up: UnsafePointer<Float>, count: Int) {
         parallelFor(count, minChunk: 16_384) { range in
-            for i in range {
-                let g = gate[i]
+            var i = range.lowerBound
+            while i + 8 <= range.upperBound {
+                let g = loadLanes(gate, i)
                 // torch's silu: x / (1 + exp(-x))
-                out[i] = g / (1 + Foundation.exp(-g)) * up[i]
+                storeLanes(g / (1 + expLanes(-g)) * loadLanes(up, i), out, i)
+                i += 8
+            }
+            while i < range.upperBound {
+                let g = gate[i]
+                out[i] = g / (1 + expScalar(-g)) * up[i]
+                i += 1
             }
         }
     }
@@ -24,11 +29,20 @@ public enum SwiGLU {
                                 dOut: UnsafePointer<Float>, gate: UnsafePointer<Float>,
                                 up: UnsafePointer<Float>, count: Int) {
         parallelFor(count, minChunk: 16_384) { range in
-            for i in range {
+            var i = range.lowerBound
+            while i + 8 <= range.upperBound {
+                let g = loadLanes(gate, i), u = loadLanes(up, i), dy = loadLanes(dOut, i)
+                let sigmoid = 1 / (1 + expLanes(-g))
+                storeLanes(dy * u * sigmoid * (1 + g * (1 - sigmoid)), dGate, i)
+                storeLanes(dy * g * sigmoid, dUp, i)
+                i += 8
+            }
+            while i < range.upperBound {
                 let g = gate[i], u = up[i], dy = dOut[i]
-                let sigmoid = 1 / (1 + Foundation.exp(-g))
+                let sigmoid = 1 / (1 + expScalar(-g))
                 dGate[i] = dy * u * sigmoid * (1 + g * (1 - sigmoid))
                 dUp[i] = dy * g * sigmoid
+                i += 1
             }
         }
     }

@@ -1,0 +1,44 @@
+import Foundation
+import XCTest
+
+/// `lora bench` as a user runs it: one JSON line on stdout, clean refusals.
+final class BenchCommandTests: XCTestCase {
+    let tiny = ["--dim", "32", "--layers", "2", "--heads", "4", "--hidden", "48", "--vocab", "101", "--seq", "10",
+                "--batch", "2", "--rank", "4", "--steps", "1", "--warmup", "0", "--threads", "2", "--sgemm-sizes", "96"]
+
+    func json(_ run: LoraRun) throws -> [String: Any] {
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let lines = run.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, "expected one JSON line, got: \(run.stdout)")
+        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data((lines.first ?? "").utf8)) as? [String: Any])
+    }
+
+    func testPrintsOneJSONLineWithTheContractKeys() throws {
+        // the reference script's spelling of the targets
+        let object = try json(try Lora.run(["bench"] + tiny + ["--targets", "q_proj,v_proj"]))
+        for key in ["tokens_per_s", "step_s", "peak_rss_mib", "gflops", "sgemm_peak_gflops", "params", "trainable",
+                    "openblas_core"] {
+            XCTAssertNotNil(object[key], "\(key) missing")
+        }
+        XCTAssertEqual(object["trainable"] as? Int, 2 * (4 * 32 + 32 * 4) * 2)
+        // LoRAKit's spelling gives the same adapter
+        let short = try json(try Lora.run(["bench"] + tiny + ["--targets", "q,v"]))
+        XCTAssertEqual(short["trainable"] as? Int, object["trainable"] as? Int)
+    }
+
+    func testGenerationMode() throws {
+        let object = try json(try Lora.run(["bench"] + tiny + ["--generate", "3", "--prompt-tokens", "4"]))
+        XCTAssertEqual(object["new_tokens"] as? Int, 3)
+        XCTAssertEqual((object["tokens"] as? [Any])?.count, 3)
+        XCTAssertEqual((object["prompt"] as? [Any])?.count, 4)
+    }
+
+    func testRefusals() throws {
+        assertCleanFailure(try Lora.run(["bench"] + tiny + ["--targets", "q,x"]), mentions: "unknown target 'x'")
+        assertCleanFailure(try Lora.run(["bench", "--dim", "30", "--heads", "4"]), mentions: "not divisible")
+        assertCleanFailure(try Lora.run(["bench"] + tiny + ["--sgemm-sizes", "x"]), mentions: "--sgemm-sizes")
+        assertCleanFailure(try Lora.run(["bench", "--base", "/nonexistent"]), mentions: "--base goes with --generate")
+        assertCleanFailure(try Lora.run(["bench", "--generate", "4", "--base", "/nonexistent/model"]),
+                           mentions: "/nonexistent/model")
+    }
+}

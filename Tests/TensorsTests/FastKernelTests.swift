@@ -1,0 +1,71 @@
+import Foundation
+import XCTest
+@testable import Tensors
+
+/// The vectorized exponential, the split matrix products and the matrix-vector path.
+final class FastKernelTests: XCTestCase {
+    override func setUp() { Threads.set(2) }
+
+    func testExponentialIsAccurateAndUnderflowsToZero() {
+        var worst: Double = 0
+        var x: Float = -87
+        while x < 88 {
+            let got = Double(expScalar(x)), want = Foundation.exp(Double(x))
+            worst = max(worst, abs(got - want) / want)
+            x += 0.0137
+        }
+        print("expLanes: max relative error \(worst)")
+        XCTAssertLessThan(worst, 4e-7)
+        XCTAssertEqual(expScalar(0), 1)
+        XCTAssertEqual(expScalar(-100), 0)
+        XCTAssertEqual(expScalar(-.infinity), 0)
+        let lanes = expLanes(Lanes(-3, -2, -1, 0, 1, 2, 3, 4))
+        for i in 0..<8 { XCTAssertEqual(lanes[i], expScalar(Float(i) - 3)) }
+    }
+
+    /// c = op(a)·op(b) in Double, a is (m, k) or (k, m) when transposed, b is (k, n) or (n, k).
+    private func naive(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, _ a: Tensor, _ b: Tensor) -> Tensor {
+        let c = Tensor(shape: [m, n])
+        for i in 0..<m {
+            for j in 0..<n {
+                var sum: Double = 0
+                for p in 0..<k {
+                    let x = transA ? a[p * m + i] : a[i * k + p], y = transB ? b[j * k + p] : b[p * n + j]
+                    sum += Double(x) * Double(y)
+                }
+                c[i * n + j] = Float(sum)
+            }
+        }
+        return c
+    }
+
+    /// Products large enough to be split over threads (by rows and by columns), and one-row products.
+    func testSplitAndMatrixVectorProductsMatchNaive() {
+        let shapes = [(m: 150, n: 97, k: 80), (m: 40, n: 300, k: 100), (m: 1, n: 300, k: 70), (m: 1, n: 3000, k: 400)]
+        for (index, s) in shapes.enumerated() {
+            for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
+                let a = randomTensor([s.m * s.k], seed: UInt64(10 + index)), b = randomTensor([s.k * s.n], seed: 20)
+                let want = naive(transA: transA, transB: transB, m: s.m, n: s.n, k: s.k, a, b)
+                let c = nanTensor([s.m, s.n])
+                GEMM.sgemm(transA: transA, transB: transB, m: s.m, n: s.n, k: s.k, a: a.data,
+                           lda: transA ? s.m : s.k, b: b.data, ldb: transB ? s.k : s.n, beta: 0, c: c.data, ldc: s.n)
+                checkClose("sgemm \(s) tA \(transA) tB \(transB)", c, want, tolerance: 2e-5)
+                // beta 1 adds; alpha scales
+                GEMM.sgemm(transA: transA, transB: transB, m: s.m, n: s.n, k: s.k, alpha: 0.5, a: a.data,
+                           lda: transA ? s.m : s.k, b: b.data, ldb: transB ? s.k : s.n, beta: 1, c: c.data, ldc: s.n)
+                for i in 0..<want.count { want[i] *= 1.5 }
+                checkClose("sgemm accumulate \(s) tA \(transA) tB \(transB)", c, want, tolerance: 3e-5)
+            }
+        }
+    }
+
+    func testSplitProductsAreDeterministic() {
+        let a = randomTensor([300, 200], seed: 1), w = randomTensor([250, 200], seed: 2)
+        func run() -> Tensor {
+            let out = Tensor(shape: [300, 250])
+            GEMM.linear(out: out.data, input: a.data, weight: w.data, rows: 300, inFeatures: 200, outFeatures: 250)
+            return out
+        }
+        XCTAssertTrue(bitwiseEqual(run(), run()))
+    }
+}
