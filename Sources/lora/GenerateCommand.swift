@@ -10,8 +10,8 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate a response to an instruction.",
         discussion: """
-            The instruction (and optional input) is formatted with the Alpaca template, as in fine-tuning; \
-            --prompt sends raw text instead. Greedy at --temperature 0 (the default).
+            The instruction (and optional input) is formatted with the prompt template, as in fine-tuning (--template, \
+            Alpaca by default); --prompt sends raw text instead. Greedy at --temperature 0 (the default).
             """)
 
     @OptionGroup var model: ModelOptions
@@ -24,6 +24,9 @@ struct Generate: ParsableCommand {
 
     @Option(help: "Raw prompt text, sent without a template (instead of --instruction).")
     var prompt: String?
+
+    @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
+    var template: String = "alpaca"
 
     @Option(help: "Maximum number of new tokens.")
     var maxNewTokens: Int = 128
@@ -42,6 +45,7 @@ struct Generate: ParsableCommand {
     func validate() throws {
         if (instruction == nil) == (prompt == nil) { throw ValidationError("give exactly one of --instruction or --prompt") }
         if input != nil && instruction == nil { throw ValidationError("--input goes with --instruction") }
+        if prompt != nil && template != "alpaca" { throw ValidationError("--template formats --instruction; --prompt is sent as it is") }
         if maxNewTokens < 1 { throw ValidationError("--max-new-tokens must be at least 1, got \(maxNewTokens)") }
         // The KV cache is allocated up front for prompt + new tokens.
         if maxNewTokens > 1 << 20 { throw ValidationError("--max-new-tokens must be at most \(1 << 20), got \(maxNewTokens)") }
@@ -51,9 +55,10 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         runtime.apply()
+        let promptTemplate = try PromptTemplate.named(template)
         let (loaded, tokenizer) = try model.load()
         let weights = loaded.weights
-        let text = prompt ?? PromptTemplate.alpaca.prompt(instruction: instruction ?? "", input: input ?? "")
+        let text = prompt ?? promptTemplate.prompt(instruction: instruction ?? "", input: input ?? "")
         let promptIDs = [Int32(weights.config.bosTokenId)] + tokenizer.encode(text)
         let generator = Generator(model: loaded, capacity: promptIDs.count + maxNewTokens)
         var sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
