@@ -141,6 +141,33 @@ final class NF4Tests: XCTestCase {
         XCTAssertGreaterThan(checked, 20)
     }
 
+    /// Projections whose sizes are not multiples of 64 (blocks span rows, the last is short, counts are odd): the NF4
+    /// model computes what the F32 model of its dequantized weights computes, forward and backward.
+    func testProjectionSizesThatDoNotDivideIntoBlocks() throws {
+        Threads.set(2)
+        let config = LlamaConfig(vocabSize: 29, hiddenSize: 21, intermediateSize: 35, numHiddenLayers: 2,
+                                 numAttentionHeads: 3, numKeyValueHeads: 1, headDim: 6, rmsNormEps: 1e-5,
+                                 maxPositionEmbeddings: 32, tieWordEmbeddings: false, bosTokenId: 1, eosTokenId: 2,
+                                 padTokenId: nil, ropeTheta: 10000)
+        let weights = try LlamaWeights.random(config: config, seed: 3, quantization: .nf4(doubleQuant: true))
+        XCTAssertTrue([Projection.q, .k, .o, .gate, .down].allSatisfy { p in
+            let f = p.features(weights.dims)
+            return (f.inFeatures * f.outFeatures) % NF4Matrix.blockSize != 0
+        })
+        let batch = TokenBatch(sequences: [[1, 5, 9, 13, 2, 7, 28], [1, 20, 3]])
+        let nf4 = LlamaModel(weights: weights), f32 = LlamaModel(weights: dequantizedCopy(weights))
+        let a = try nf4.logits(batch), b = try f32.logits(batch)
+        XCTAssertLessThan(maxAbsDifference(a.data, b.data, count: a.count), 1e-5)
+        var gradients: [Tensor] = []
+        for model in [nf4, f32] {
+            let (grads, _) = LlamaWeights.zeros(config: config)
+            model.weightGradients = grads
+            _ = try model.loss(batch, backward: true, gradScale: 1 / Float(batch.targetCount))
+            gradients.append(grads.embedding)
+        }
+        XCTAssertLessThan(maxAbsDifference(gradients[0].data, gradients[1].data, count: gradients[0].count), 1e-6)
+    }
+
     /// Generation through the KV cache with an NF4 base gives the full forward's logits.
     func testCachedGenerationWithNF4Base() throws {
         let weights = try LlamaWeights.load(directory: Fixtures.model("gqa"), quantization: .nf4(doubleQuant: true))
