@@ -1,4 +1,5 @@
 import Foundation
+import MiniGPT
 import Tensors
 
 /// Every setting of a fine-tuning run. Saved in each checkpoint, so `--resume DIR` alone continues the run.
@@ -37,6 +38,10 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
     public var shuffle: Bool = true
     public var seed: UInt64 = 0
     public var overwrite: Bool = false
+    /// `--quantize`: how the base's projections are stored (nil: none; optional so older checkpoints still load).
+    public var quantize: String? = nil
+    /// `--double-quant` for NF4 (nil: true).
+    public var doubleQuant: Bool? = nil
 
     public init(base: String, data: String, out: String) {
         self.base = base
@@ -69,5 +74,11 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         if valData != nil && valFraction > 0 { throw fail("give --val-data or --val-fraction, not both") }
         if evalEvery < 0 || saveEvery < 0 { throw fail("--eval-every and --save-every must be >= 0") }
         if keep < 1 { throw fail("--keep must be at least 1, got \(keep)") }
+        _ = try quantization
+    }
+
+    /// The storage of the base's projections these options ask for.
+    public var quantization: BaseQuantization {
+        get throws { try BaseQuantization(scheme: quantize ?? "none", doubleQuant: doubleQuant ?? true) }
     }
 }

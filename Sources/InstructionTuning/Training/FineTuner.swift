@@ -29,7 +29,7 @@ public final class FineTuner {
         try options.validate()
         self.options = options
         resumed = resume
-        let weights = try LlamaWeights.load(directory: options.base)
+        let weights = try LlamaWeights.load(directory: options.base, quantization: try options.quantization)
         model = LlamaModel(weights: weights)
         tokenizer = try BaseModel.tokenizer(directory: options.base)
         if tokenizer.vocabSize > weights.dims.vocab {
