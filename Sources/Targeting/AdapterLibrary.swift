@@ -5,7 +5,7 @@ import Tensors
 /// weights stay where they are, only the low-rank deltas attached to its projections change.
 public final class AdapterLibrary {
     public let model: LlamaModel
-    private var loaded: [String: AdapterSet] = [:]
+    private var loaded: [String: any AttachableAdapters] = [:]
 
     public init(model: LlamaModel) { self.model = model }
 
@@ -15,7 +15,7 @@ public final class AdapterLibrary {
     /// Detaches whatever is attached and attaches `arguments` (`DIR` or `DIR:WEIGHT`, outputs adding up);
     /// an empty list leaves the base alone. Each directory is read from disk the first time it is named.
     public func activate(_ arguments: [String]) throws {
-        var chosen: [(AdapterSet, Float)] = []
+        var chosen: [(any AttachableAdapters, Float)] = []
         var seen: Set<String> = []
         for argument in arguments {
             let (directory, weight) = try AdapterSet.parseAdapterArgument(argument)
@@ -31,10 +31,9 @@ public final class AdapterLibrary {
         }
     }
 
-    private func set(_ directory: String) throws -> AdapterSet {
+    private func set(_ directory: String) throws -> any AttachableAdapters {
         if let set = loaded[directory] { return set }
-        let set = try AdapterSet.load(directory: directory, dims: model.dims)
-        set.trainable = false
+        let set = try AdapterDirectory.load(directory, dims: model.dims)   // LoRA or AdaLoRA, frozen
         loaded[directory] = set
         return set
     }

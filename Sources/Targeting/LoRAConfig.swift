@@ -160,6 +160,10 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
             throw LoRAKitError("has no peft_type (is this a PEFT adapter_config.json?)")
         }
         self.peftType = peftType
+        if peftType == AdaLoRAConfig.peftTypeName {
+            // Its rank_pattern has another form; AdaLoRASet reads these adapters (lora forward, generate, eval).
+            throw LoRAKitError("peft_type is ADALORA: an AdaLoRA adapter, which lora forward, generate and eval load, but this command reads LoRA adapters only")
+        }
         taskType = try c.decodeIfPresent(String.self, forKey: .taskType)
         r = try c.decodeIfPresent(Int.self, forKey: .r) ?? 8
         loraAlpha = try c.decodeIfPresent(Double.self, forKey: .loraAlpha) ?? 8

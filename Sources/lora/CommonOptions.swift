@@ -67,7 +67,7 @@ struct ModelOptions: ParsableArguments {
     func loadModel() throws -> LlamaModel {
         let weights = try LlamaWeights.load(directory: base, quantization: try quantization.quantization)
         let model = LlamaModel(weights: weights)
-        try AdapterSet.attachAll(adapter, to: model)
+        try AdapterDirectory.attachAll(adapter, to: model)   // LoRA or AdaLoRA
         return model
     }
 

@@ -20,6 +20,7 @@ struct Finetune: ParsableCommand {
     var targets: String = "q,v"
     @OptionGroup var training: TrainingOptions
     @OptionGroup var quantization: QuantizationOptions
+    @OptionGroup var adaLoRA: AdaLoRAOptions
     @Option(help: "Start from an existing PEFT adapter (its targets, rank and alpha are used).") var initAdapter: String?
     @Option(help: "Continue the interrupted run in this output directory (other options come from its checkpoint).")
     var resume: String?
@@ -38,6 +39,7 @@ struct Finetune: ParsableCommand {
         o.targets = targets
         o.initAdapter = initAdapter
         o.overwrite = overwrite
+        o.adalora = adaLoRA.schedule
         if quantization.quantize != "none" || !quantization.doubleQuant {
             o.quantize = quantization.quantize
             o.doubleQuant = quantization.doubleQuant

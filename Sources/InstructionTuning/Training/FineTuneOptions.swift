@@ -1,5 +1,6 @@
 import Foundation
 import MiniGPT
+import Targeting
 import Tensors
 
 /// Every setting of a fine-tuning run. Saved in each checkpoint, so `--resume DIR` alone continues the run.
@@ -42,6 +43,8 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
     public var quantize: String? = nil
     /// `--double-quant` for NF4 (nil: true).
     public var doubleQuant: Bool? = nil
+    /// `--adalora`: train an AdaLoRA adapter (PEFT's ADALORA) with `rank` as its initial rank (nil: LoRA).
+    public var adalora: AdaLoRASchedule? = nil
 
     public init(base: String, data: String, out: String) {
         self.base = base
@@ -75,6 +78,13 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         if evalEvery < 0 || saveEvery < 0 { throw fail("--eval-every and --save-every must be >= 0") }
         if keep < 1 { throw fail("--keep must be at least 1, got \(keep)") }
         _ = try quantization
+        if let adalora {
+            try adalora.validate(initialRank: rank, totalSteps: steps)
+            if rslora { throw fail("--rslora does not apply to --adalora (AdaLoRA scales by alpha / --rank, as PEFT)") }
+            if initialization != "kaiming" {
+                throw fail("--init \(initialization) does not apply to --adalora (AdaLoRA starts as PEFT: E = 0, A and B ~ N(0, 0.02²))")
+            }
+        }
     }
 
     /// The storage of the base's projections these options ask for.

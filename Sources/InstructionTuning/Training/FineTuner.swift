@@ -14,7 +14,8 @@ public final class FineTuner {
     public let options: FineTuneOptions
     public let model: LlamaModel
     public let tokenizer: SentencePieceTokenizer
-    public let adapters: AdapterSet
+    /// The adapters being trained: a LoRA `AdapterSet`, or an `AdaLoRASet` with `--adalora`.
+    public let adapters: any TrainableAdapters
     let optimizer: AdamW
     let schedule: LearningRateSchedule
     let batcher: Batcher
@@ -66,7 +67,9 @@ public final class FineTuner {
 
         // The adapter: resumed, started from an existing PEFT adapter, or new (also when a run that saved no
         // checkpoint yet is resumed: it starts over exactly as it started).
-        if let resume, resume.state != nil {
+        if let adaLoRA = try Self.adaLoRAAdapters(options, dims: weights.dims, totalSteps: totalSteps, resume: resume) {
+            adapters = adaLoRA
+        } else if let resume, resume.state != nil {
             adapters = try AdapterSet.load(directory: resume.directory, dims: weights.dims)
         } else if let initial = options.initAdapter {
             adapters = try AdapterSet.load(directory: initial, dims: weights.dims)
@@ -88,7 +91,7 @@ public final class FineTuner {
                                       seed: options.seed)
         }
         // A loaded adapter trains with this run's dropout.
-        for adapter in adapters.adapters { adapter.dropout = Float(options.dropout) }
+        adapters.setDropout(Float(options.dropout))
         try adapters.attach(to: model)
 
         optimizer = AdamW(parameterCount: adapters.parameters.count, weightDecay: Float(options.weightDecay))
@@ -139,7 +142,8 @@ public final class FineTuner {
                 lossSum += try model.loss(batch, backward: true, gradScale: scale, training: true).sum
                 tokens += batch.lengths.reduce(0) { $0 + Int($1) }
             }
-            let loss = lossSum / Double(max(1, targets))
+            // A variant's regulariser (AdaLoRA's orthogonality term) joins the loss and the gradients once per step.
+            let loss = lossSum / Double(max(1, targets)) + adapters.addRegularization()
             let gradNorm = clipGradientNorm(adapters.gradients, maxNorm: Float(options.maxGradNorm))
             guard loss.isFinite, gradNorm.isFinite else {
                 // Nothing of this step is applied or written: the last checkpoint stays the last good state.
@@ -149,6 +153,7 @@ public final class FineTuner {
             }
             let lr = schedule.rate(at: state.step)
             optimizer.update(parameters: adapters.parameters, gradients: adapters.gradients, lr: lr)
+            adapters.afterOptimizerStep(state.step)
             state.step += 1
             state.microStep += options.gradAccum
             state.tokens += tokens
@@ -181,9 +186,7 @@ public final class FineTuner {
             state.bestValidationLoss = v
             onEvent(.validation(step: state.step, loss: v))
         }
-        if adapters.allBZero {
-            onEvent(.warning("every lora_B is still zero: the adapter does not change the model (too few steps or too low --lr?)"))
-        }
+        if let warning = adapters.inertWarning { onEvent(.warning(warning)) }
         // Resuming a run that was killed after its final checkpoint: that checkpoint is this state already.
         let finalCheckpoint = out + "/checkpoint-\(state.step)"
         if state.step > firstStep || !TrainerCheckpoint.isComplete(finalCheckpoint) {

@@ -84,7 +84,7 @@ public struct TrainerCheckpoint {
         }
     }
 
-    static func save(directory: String, step: Int, options: FineTuneOptions, adapters: AdapterSet, optimizer: AdamW,
+    static func save(directory: String, step: Int, options: FineTuneOptions, adapters: any TrainableAdapters, optimizer: AdamW,
                      state: TrainerState) throws -> String {
         let path = directory + "/checkpoint-\(step)"
         var current = state
@@ -96,6 +96,7 @@ public struct TrainerCheckpoint {
             try AtomicFile.writeDirectory(at: path, overwrite: true) { temporary in
                 temporaryPath = temporary
                 try adapters.save(to: temporary, baseModelPath: options.base)
+                try adapters.saveTrainingState(to: temporary)
                 try SafeTensorsWriter.write([(name: "exp_avg", tensor: optimizer.firstMoment),
                                              (name: "exp_avg_sq", tensor: optimizer.secondMoment)],
                                             metadata: ["format": "pt"], to: temporary + "/" + optimizerFileName)
