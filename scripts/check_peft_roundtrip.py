@@ -7,6 +7,7 @@ and its logits are compared with the ones `lora forward` wrote.
 
 IDS is a comma-separated list (as `lora forward --ids` takes it), or a .safetensors file holding `ids` (F32 values,
 as in Tests/Fixtures/peft/*/expected.safetensors). The logits file must hold `logits`, F32 [T, vocab].
+Works for LoRA and AdaLoRA (peft_type ADALORA, e.g. from `lora finetune --adalora`) adapters.
 Prints max |diff|; exits 0 when it is <= --tolerance (default 1e-4), 1 when larger, 2 on bad arguments or files.
 """
 
@@ -90,7 +91,13 @@ def main():
     worst = diff.max().item()
     position, token = divmod(int(diff.argmax()), diff.shape[1])
     config = json.loads((Path(args.adapter) / "adapter_config.json").read_text())
-    print(f"adapter {args.adapter} (r {config.get('r')}, alpha {config.get('lora_alpha')}, "
+    if config.get("peft_type") == "ADALORA":
+        # AdaLoRA: r is unused; the kept ranks come from rank_pattern (init_r where a module has no entry).
+        kept = {k: sum(v) for k, v in (config.get("rank_pattern") or {}).items()}
+        rank = f"AdaLoRA init_r {config.get('init_r')}, target_r {config.get('target_r')}, kept ranks {sorted(kept.values())}"
+    else:
+        rank = f"r {config.get('r')}"
+    print(f"adapter {args.adapter} ({rank}, alpha {config.get('lora_alpha')}, "
           f"targets {sorted(config.get('target_modules') or [])}) on {args.base}, {len(ids)} tokens")
     print(f"max |lora - peft| = {worst:.3e} at position {position}, token {token} "
           f"(peft {peft_logits[position, token].item():.6f}, lora {lora_logits[position, token].item():.6f}); "

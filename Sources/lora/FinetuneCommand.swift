@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import InstructionTuning
+import Targeting
 import Tensors
 
 struct Finetune: ParsableCommand {
@@ -69,6 +70,11 @@ struct Finetune: ParsableCommand {
         }, parameterNoun: "adapter parameters")
         let summary = try tuner.run(printer.handle)
         print(TrainingPrinter.summary(summary, what: "adapter", validationLabel: "best validation loss"))
+        if let set = tuner.adapters as? AdaLoRASet {
+            // What a LoRA run at the same final budget needs: --rank target_r on the same targets.
+            let budget = set.budgetSummary
+            print("AdaLoRA: \(budget.triplets) triplets kept over \(set.adapters.count) modules (target_r \(set.config.targetR)), \(budget.parameters) adapter parameters; LoRA at the same rank budget: --rank \(set.config.targetR), \(budget.loraParameters) parameters")
+        }
     }
 }
 

@@ -345,6 +345,11 @@ final class HostileInputTests: XCTestCase {
             HostileCase(id: "O16", arguments: finetune(["--quantize", "int3"]), needle: "choices: none, nf4"),
             HostileCase(id: "O17", arguments: forward(base: nanProjection, ["--ids", "1,2", "--quantize", "nf4"]),
                         needle: "model.layers.1.mlp.up_proj.weight: element 7 is nan"),
+            HostileCase(id: "O20", arguments: finetune(["--adalora", "--rank", "8", "--target-rank", "9"]),
+                        needle: "--target-rank 9 must be below --rank 8"),
+            HostileCase(id: "O21", arguments: finetune(["--adalora"]), needle: "--adalora needs --target-rank"),
+            HostileCase(id: "O22", arguments: finetune(["--adalora", "--target-rank", "2", "--tinit", "3", "--tfinal", "2", "--steps", "4"]),
+                        needle: "no budgeting phase"),
         ]
     }
 

@@ -145,6 +145,20 @@ public final class AdaLoRASet: TrainableAdapters {
         })
     }
 
+    /// The budget the adapter ends with: triplets kept over all modules, the parameters they hold (A row, e, B
+    /// column each), and the parameters of plain LoRA at rank `target_r` on the same modules — the comparison at
+    /// an equal rank budget (PEFT's budget counts triplets).
+    public var budgetSummary: (triplets: Int, parameters: Int, loraParameters: Int) {
+        var triplets = 0, parameters = 0, lora = 0
+        for adapter in adapters {
+            let kept = keptRanks[adapter.site.moduleName] ?? adapter.rank
+            triplets += kept
+            parameters += kept * (adapter.inFeatures + 1 + adapter.outFeatures)
+            lora += config.targetR * (adapter.inFeatures + adapter.outFeatures)
+        }
+        return (triplets, parameters, lora)
+    }
+
     /// Sets the allocator's rank pattern (called by `RankAllocator`).
     func setRankPattern(_ pattern: [String: [Bool]]) { config.rankPattern = pattern }
 
