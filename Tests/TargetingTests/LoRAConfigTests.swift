@@ -148,7 +148,6 @@ final class LoRAConfigTests: XCTestCase {
     func testBadConfigsAreErrors() throws {
         assertError(["adapter_config.json", "peft_type is \"IA3\"", "LORA"]) { try load { $0["peft_type"] = "IA3" } }
         assertError(["adapter_config.json", "no peft_type"]) { try load { $0["peft_type"] = nil } }
-        assertError(["DoRA adapters are not supported yet"]) { try load { $0["use_dora"] = true } }
         assertError(["r is 0"]) { try load { $0["r"] = 0 } }
         assertError(["lora_alpha is -1"]) { try load { $0["lora_alpha"] = -1 } }
         assertError(["lora_dropout is 1", "[0, 1)"]) { try load { $0["lora_dropout"] = 1.0 } }

@@ -14,6 +14,9 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
     public var alpha: Double = 16
     public var dropout: Double = 0.05
     public var rslora: Bool = false
+    /// DoRA (PEFT's `use_dora`): a trained magnitude per output on top of LoRA. Optional so that run files
+    /// written before the option existed still load (nil = off).
+    public var dora: Bool? = nil
     public var initialization: String = "kaiming"
     public var template: String = "alpaca"
     public var maskPrompt: Bool = true
@@ -52,6 +55,12 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         if !(dropout >= 0 && dropout < 1) { throw fail("--dropout must be in [0, 1), got \(dropout)") }
         if !["kaiming", "gaussian"].contains(initialization) {
             throw fail("--init must be kaiming or gaussian, got '\(initialization)'")
+        }
+        if dora == true {
+            // What DoRA does not combine with, said before any work starts.
+            if initialization != "kaiming" && initialization != "gaussian" {
+                throw fail("--dora works with --init kaiming or gaussian only, got '\(initialization)'")
+            }
         }
         if maxSeqLen < 2 { throw fail("--max-seq-len must be at least 2, got \(maxSeqLen)") }
         if epochs < 1 { throw fail("--epochs must be at least 1, got \(epochs)") }

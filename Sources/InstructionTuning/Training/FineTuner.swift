@@ -70,6 +70,9 @@ public final class FineTuner {
             adapters = try AdapterSet.load(directory: resume.directory, dims: weights.dims)
         } else if let initial = options.initAdapter {
             adapters = try AdapterSet.load(directory: initial, dims: weights.dims)
+            if options.dora == true && !adapters.isDoRA {
+                throw LoRAKitError.file(initial, "is a plain LoRA adapter (use_dora is false), but --dora was given: the adapter's own config decides; drop --dora or start from a DoRA adapter")
+            }
         } else {
             // Every projection has the hidden size on one side, so a larger rank exceeds min(in, out) of each: it
             // adds no capacity, only memory (and an absurd one would exhaust it).
@@ -81,11 +84,12 @@ public final class FineTuner {
                                         : try TargetSelection.parseLayers(options.layers, layerCount: weights.dims.layers),
                                     r: options.rank, loraAlpha: options.alpha, loraDropout: options.dropout,
                                     useRslora: options.rslora,
-                                    initLoraWeights: options.initialization == "gaussian" ? .method("gaussian") : .flag(true))
+                                    initLoraWeights: options.initialization == "gaussian" ? .method("gaussian") : .flag(true),
+                                    useDora: options.dora ?? false)
             config.baseModelNameOrPath = options.base
             adapters = try AdapterSet(config: config, dims: weights.dims,
                                       initialization: options.initialization == "gaussian" ? .gaussian : .kaiming,
-                                      seed: options.seed)
+                                      seed: options.seed, base: weights)
         }
         // A loaded adapter trains with this run's dropout.
         for adapter in adapters.adapters { adapter.dropout = Float(options.dropout) }
