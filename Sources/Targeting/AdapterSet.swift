@@ -22,6 +22,10 @@ public final class AdapterSet {
     /// The gradients of `parameters`, same layout.
     public let gradients: Tensor
 
+    /// PiSSA's initial A₀ and B₀ (layout of `parameters`); nil unless the set was initialised with `.pissa`. Such a
+    /// set trains on `trainingBase(_:)` and is saved converted for the original base (PiSSA.swift).
+    public internal(set) var pissaInitial: Tensor?
+
     /// Scales the set's output (`lora forward --adapter DIR:0.5`); 1 by default.
     public var multiplier: Float = 1 {
         didSet { for adapter in adapters { adapter.multiplier = multiplier } }
@@ -47,7 +51,20 @@ public final class AdapterSet {
         try config.validate()
         let sites = try config.sites(layerCount: dims.layers)
         try self.init(config: config, sites: sites, dims: dims, seed: seed)
-        initialize(try initialization ?? config.initialization(), seed: seed)
+        let initialization = try initialization ?? config.initialization()
+        if initialization == .pissa {
+            guard let base else {
+                throw LoRAKitError("PiSSA initialisation needs the base model's weights (it factors them)")
+            }
+            guard !config.useDora else { throw LoRAKitError("DoRA with PiSSA initialisation is not supported") }
+            guard base.dims == dims else { throw LoRAKitError("the base model does not have the adapter's dimensions") }
+            for adapter in adapters {
+                try PiSSA.initialize(adapter, weight: base.layers[adapter.site.layer].projection(adapter.site.projection))
+            }
+            pissaInitial = parameters.clone()
+        } else {
+            initialize(initialization, seed: seed)
+        }
         if config.useDora {
             guard let base else {
                 throw LoRAKitError("a DoRA adapter (use_dora) needs the base model's weights to initialise its magnitudes")
@@ -133,6 +150,8 @@ public final class AdapterSet {
             case .gaussian:
                 rng.fillNormal(adapter.a.data, count: adapter.a.count, std: 1 / Float(adapter.rank))
                 adapter.b.zero()
+            case .pissa:
+                preconditionFailure("PiSSA is initialised from the base weights, not from a generator")
             case .random:
                 let bBound = 1 / Float(adapter.rank).squareRoot()
                 rng.fillUniform(adapter.a.data, count: adapter.a.count, low: -aBound, high: aBound)
@@ -209,13 +228,21 @@ public final class AdapterSet {
         }
         var tensors: [(name: String, tensor: Tensor)] = []
         for adapter in adapters {
+            if let initial = pissaInitial {
+                // PiSSA: [A; A₀] and [B, −B₀], a rank-2r LoRA for the original base (PiSSA.swift).
+                let (a0, b0) = initialTensors(of: adapter, in: initial)
+                let (a, b) = PiSSA.convertedTensors(adapter, a0: a0, b0: b0)
+                tensors.append((adapter.site.tensorNameA, a))
+                tensors.append((adapter.site.tensorNameB, b))
+                continue
+            }
             tensors.append((adapter.site.tensorNameA, adapter.a))
             tensors.append((adapter.site.tensorNameB, adapter.b))
             if let magnitude = adapter.magnitude { tensors.append((adapter.site.tensorNameMagnitude, magnitude)) }
         }
         try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"],
                                     to: LoRAConfig.joinPath(directory, Self.weightsFileName))
-        var written = config
+        var written = pissaInitial == nil ? config : PiSSA.convertedConfig(config)
         written.inferenceMode = true   // as PEFT's save_pretrained
         if let baseModelPath { written.baseModelNameOrPath = baseModelPath }
         try written.write(to: directory)

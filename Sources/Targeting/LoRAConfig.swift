@@ -281,8 +281,9 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
         case .flag(true): return .kaiming
         case .flag(false): return .random
         case .method(let name) where name.lowercased() == "gaussian": return .gaussian
+        case .method(let name) where name.lowercased() == "pissa": return .pissa
         case .method(let name):
-            throw LoRAKitError("init_lora_weights \"\(name)\" is not supported yet (supported: true, false, \"gaussian\"); methods such as PiSSA change the base weights too")
+            throw LoRAKitError("init_lora_weights \"\(name)\" is not supported yet (supported: true, false, \"gaussian\", \"pissa\" for new adapters); methods such as OLoRA change the base weights too")
         }
     }
 
@@ -378,6 +379,10 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
             throw LoRAKitError.file(path, "is not valid JSON: \(error.localizedDescription)")
         }
         do { try config.validate() } catch let error as LoRAKitError { throw LoRAKitError.file(path, error.message) }
+        if case .method(let name) = config.initLoraWeights, name.lowercased().hasPrefix("pissa") {
+            // PEFT rebuilds the residual base at load by an SVD; LoRAKit only reads the converted form.
+            throw LoRAKitError.file(path, "init_lora_weights is \"\(name)\": this adapter applies to PiSSA's residual base, not to the model; save it from PEFT with save_pretrained(path_initial_model_for_weight_conversion=...) (a plain LoRA adapter for the original base), as lora finetune --init pissa does")
+        }
         return config
     }
 
@@ -430,6 +435,9 @@ public enum AdapterInitialization: String, Sendable, CaseIterable {
     /// `init_lora_weights: false`: A and B both as a fresh `nn.Linear` (U(−1/√fan_in, 1/√fan_in)), so the
     /// adapter changes the model from the start (PEFT uses this for tests).
     case random
+    /// `init_lora_weights: "pissa"`: A and B from the top-r singular triplets of the base weight, which is replaced
+    /// by its residual during training (see PiSSA.swift); needs the base weights.
+    case pissa
 
     /// The config value PEFT writes for this initialisation.
     public var configValue: LoRAConfig.InitLoRAWeights {
@@ -437,6 +445,7 @@ public enum AdapterInitialization: String, Sendable, CaseIterable {
         case .kaiming: return .flag(true)
         case .gaussian: return .method("gaussian")
         case .random: return .flag(false)
+        case .pissa: return .method("pissa")
         }
     }
 }

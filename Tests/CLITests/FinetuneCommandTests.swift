@@ -159,3 +159,40 @@ final class DoRACommandTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-4)
     }
 }
+
+/// `--init pissa` end to end: the saved adapter is the rank-2r LoRA for the original base, a resumed run ends with
+/// the same bytes as an uninterrupted one, and combinations PiSSA cannot serve are refused.
+final class PiSSACommandTests: XCTestCase {
+    let gqa = Lora.fixture("models/gqa")
+    let data = Lora.fixture("peft/train3/data.json")
+
+    func testPiSSARunSavesConvertedAdapterAndResumesExactly() throws {
+        let out = try Lora.temporaryDirectory() + "/run"
+        let run = try Lora.run(["finetune", "--base", gqa, "--data", data, "--out", out, "--steps", "3",
+                                "--batch-size", "2", "--targets", "q,v", "--rank", "4", "--alpha", "8",
+                                "--init", "pissa", "--lr", "1e-3", "--dropout", "0.1", "--save-every", "1"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/adapter_config.json"))) as? [String: Any]
+        XCTAssertEqual(config?["r"] as? Int, 8)
+        XCTAssertEqual(config?["lora_alpha"] as? Int, 16)
+        XCTAssertEqual(config?["init_lora_weights"] as? Bool, true)
+        let final = try Data(contentsOf: URL(fileURLWithPath: out + "/adapter_model.safetensors"))
+        // Back to the state after step 2, then resume: A₀ and B₀ come from the checkpoint's converted adapter.
+        try FileManager.default.removeItem(atPath: out + "/checkpoint-3")
+        try FileManager.default.removeItem(atPath: out + "/adapter_model.safetensors")
+        let resumed = try Lora.run(["finetune", "--resume", out])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out + "/adapter_model.safetensors")), final)
+        // A plain LoRA for the original base: merge takes it as it is.
+        let merge = try Lora.run(["merge", "--base", gqa, "--adapter", out, "--out", out + "/merged", "--format", "hf"])
+        XCTAssertEqual(merge.status, 0, merge.stderr)
+    }
+
+    func testPiSSARefusals() throws {
+        let out = try Lora.temporaryDirectory() + "/run"
+        let common = ["finetune", "--base", gqa, "--data", data, "--out", out, "--steps", "1", "--init", "pissa"]
+        assertCleanFailure(try Lora.run(common + ["--init-adapter", Lora.fixture("peft/lora-qv")]), mentions: "--init-adapter")
+        assertCleanFailure(try Lora.run(common + ["--dora"]), mentions: "--dora")
+        assertCleanFailure(try Lora.run(common + ["--targets", "v", "--rank", "20"]), mentions: "min(in, out)")
+    }
+}

@@ -53,8 +53,11 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         if rank <= 0 { throw fail("--rank must be positive, got \(rank)") }
         if !(alpha > 0) { throw fail("--alpha must be positive, got \(alpha)") }
         if !(dropout >= 0 && dropout < 1) { throw fail("--dropout must be in [0, 1), got \(dropout)") }
-        if !["kaiming", "gaussian"].contains(initialization) {
-            throw fail("--init must be kaiming or gaussian, got '\(initialization)'")
+        if !["kaiming", "gaussian", "pissa"].contains(initialization) {
+            throw fail("--init must be kaiming, gaussian or pissa, got '\(initialization)'")
+        }
+        if initialization == "pissa" && initAdapter != nil {
+            throw fail("--init pissa initialises a new adapter from the base weights; it cannot start from --init-adapter")
         }
         if dora == true {
             // What DoRA does not combine with, said before any work starts.

@@ -30,7 +30,6 @@ public final class FineTuner {
         self.options = options
         resumed = resume
         let weights = try LlamaWeights.load(directory: options.base)
-        model = LlamaModel(weights: weights)
         tokenizer = try BaseModel.tokenizer(directory: options.base)
         if tokenizer.vocabSize > weights.dims.vocab {
             throw LoRAKitError.file(options.base, "tokenizer.model has \(tokenizer.vocabSize) pieces but the model's vocab_size is \(weights.dims.vocab)")
@@ -66,7 +65,11 @@ public final class FineTuner {
 
         // The adapter: resumed, started from an existing PEFT adapter, or new (also when a run that saved no
         // checkpoint yet is resumed: it starts over exactly as it started).
-        if let resume, resume.state != nil {
+        if let resume, resume.state != nil, options.initialization == "pissa" {
+            // The checkpoint holds the converted adapter; A₀ and B₀ in it give back the residual base.
+            adapters = try AdapterSet.resumePiSSA(directory: resume.directory, config: try Self.newAdapterConfig(options, weights),
+                                                  dims: weights.dims)
+        } else if let resume, resume.state != nil {
             adapters = try AdapterSet.load(directory: resume.directory, dims: weights.dims)
         } else if let initial = options.initAdapter {
             adapters = try AdapterSet.load(directory: initial, dims: weights.dims)
@@ -79,18 +82,12 @@ public final class FineTuner {
             guard options.rank <= weights.dims.dim else {
                 throw LoRAKitError("--rank \(options.rank) is larger than the model's hidden size \(weights.dims.dim); a LoRA rank above min(in, out) of a projection adds nothing")
             }
-            var config = LoRAConfig(targets: try TargetSelection.parseTargets(options.targets),
-                                    layers: options.layers == nil ? nil
-                                        : try TargetSelection.parseLayers(options.layers, layerCount: weights.dims.layers),
-                                    r: options.rank, loraAlpha: options.alpha, loraDropout: options.dropout,
-                                    useRslora: options.rslora,
-                                    initLoraWeights: options.initialization == "gaussian" ? .method("gaussian") : .flag(true),
-                                    useDora: options.dora ?? false)
-            config.baseModelNameOrPath = options.base
-            adapters = try AdapterSet(config: config, dims: weights.dims,
-                                      initialization: options.initialization == "gaussian" ? .gaussian : .kaiming,
+            let config = try Self.newAdapterConfig(options, weights)
+            adapters = try AdapterSet(config: config, dims: weights.dims, initialization: try config.initialization(),
                                       seed: options.seed, base: weights)
         }
+        // PiSSA trains on the residual of the base; every other adapter on the base itself.
+        model = LlamaModel(weights: try adapters.trainingBase(weights))
         // A loaded adapter trains with this run's dropout.
         for adapter in adapters.adapters { adapter.dropout = Float(options.dropout) }
         try adapters.attach(to: model)
@@ -106,6 +103,23 @@ public final class FineTuner {
             try resume.restore(into: optimizer, state: &state)
             try adapters.restoreDropoutStates(state.dropoutRNG)
         }
+    }
+
+    /// The adapter config of a new run: targets, layers, rank, alpha, dropout, rsLoRA, DoRA and initialisation.
+    static func newAdapterConfig(_ options: FineTuneOptions, _ weights: LlamaWeights) throws -> LoRAConfig {
+        let initialization: LoRAConfig.InitLoRAWeights
+        switch options.initialization {
+        case "gaussian": initialization = .method("gaussian")
+        case "pissa": initialization = .method("pissa")
+        default: initialization = .flag(true)
+        }
+        var config = LoRAConfig(targets: try TargetSelection.parseTargets(options.targets),
+                                layers: options.layers == nil ? nil
+                                    : try TargetSelection.parseLayers(options.layers, layerCount: weights.dims.layers),
+                                r: options.rank, loraAlpha: options.alpha, loraDropout: options.dropout,
+                                useRslora: options.rslora, initLoraWeights: initialization, useDora: options.dora ?? false)
+        config.baseModelNameOrPath = options.base
+        return config
     }
 
     let datasetCounts: (train: Int, validation: Int, truncated: Int, skipped: Int)
