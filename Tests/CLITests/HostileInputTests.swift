@@ -260,6 +260,14 @@ final class HostileInputTests: XCTestCase {
             HostileCase(id: "A14", arguments: forward(base: Lora.fixture("models/headdim")) + ["--adapter", qv], needle: "lora_"),
             HostileCase(id: "A15", arguments: base + ["--adapter", qv + ":heavy"], needle: "heavy"),
             HostileCase(id: "A16", arguments: finetune(["--init-adapter", path("no-such-adapter")]), needle: "no-such-adapter"),
+            HostileCase(id: "A17", arguments: base + ["--adapter", try adapter("pissa-unconverted", config: ["init_lora_weights": "pissa"])],
+                        needle: "path_initial_model_for_weight_conversion"),
+            HostileCase(id: "A18", arguments: base + ["--adapter", try copy(Lora.fixture("dora/dora-mixed"), as: "dora-flag-off") { directory in
+                            let file = directory + "/adapter_config.json"
+                            var config = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file))) as? [String: Any])
+                            config["use_dora"] = false
+                            try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: file))
+                        }], needle: "use_dora: true"),
         ]
     }
 
@@ -335,6 +343,11 @@ final class HostileInputTests: XCTestCase {
             // An existing output directory is kept, not replaced.
             HostileCase(id: "O15", arguments: ["finetune", "--base", Self.gqa, "--data", Self.data, "--out", URL(fileURLWithPath: existing).deletingLastPathComponent().path, "--steps", "1"],
                         needle: "--overwrite"),
+            HostileCase(id: "O16", arguments: finetune(["--dora", "--init-adapter", Self.adapter]), needle: "--dora"),
+            HostileCase(id: "O17", arguments: finetune(["--init", "pissa", "--init-adapter", Self.adapter]), needle: "--init-adapter"),
+            HostileCase(id: "O18", arguments: finetune(["--init", "pissa", "--targets", "v", "--rank", "20"]), needle: "min(in, out)"),
+            HostileCase(id: "O19", arguments: ["export-adapter", "--adapter", Lora.fixture("dora/dora-mixed"), "--base", Self.gqa,
+                                               "--out", Self.out], needle: "llama.cpp"),
         ]
     }
 
