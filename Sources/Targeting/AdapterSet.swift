@@ -199,7 +199,8 @@ public final class AdapterSet {
     }
 
     /// The merged update s·B·A ([out, in], multiplier included) of `projection` in block `layer`, or nil when the
-    /// set has no adapter there.
+    /// set has no adapter there. For DoRA it is c ⊙ (W + s·B·A) − W and needs the set bound to its base (`bind`,
+    /// `attach`); for a PiSSA set it is the update of the residual base (`trainingBase`).
     public func deltaWeight(layer: Int, projection: Projection) -> Tensor? {
         adapter(layer: layer, projection: projection)?.deltaWeight()
     }
