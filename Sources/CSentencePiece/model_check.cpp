@@ -12,6 +12,8 @@ namespace {
 
 // Field numbers of sentencepiece_model.proto.
 constexpr uint32_t kModelPieces = 1;
+constexpr uint32_t kModelTrainerSpec = 2;
+constexpr uint32_t kTrainerModelType = 3;  // inside TrainerSpec
 constexpr uint32_t kModelNormalizerSpec = 3;
 constexpr uint32_t kModelDenormalizerSpec = 5;
 constexpr uint32_t kPieceType = 3;
@@ -181,8 +183,9 @@ std::string CheckNormalizerSpec(std::string_view spec, const char *which) {
 
 }  // namespace
 
-std::string CheckModelProto(std::string_view bytes, std::vector<uint8_t> *pieceTypes) {
+std::string CheckModelProto(std::string_view bytes, std::vector<uint8_t> *pieceTypes, int32_t *modelType) {
     pieceTypes->clear();
+    *modelType = 1;  // TrainerSpec.model_type defaults to UNIGRAM
     if (bytes.empty()) return "the file is empty";
     WireReader reader(bytes);
     while (!reader.done()) {
@@ -209,6 +212,17 @@ std::string CheckModelProto(std::string_view bytes, std::vector<uint8_t> *pieceT
                 }
             }
             pieceTypes->push_back(type);
+        } else if (field == kModelTrainerSpec) {
+            WireReader spec(payload);
+            while (!spec.done()) {
+                uint32_t specField = 0, specWire = 0;
+                std::string_view specBytes;
+                uint64_t specVarint = 0;
+                if (!spec.readField(&specField, &specWire, &specBytes, &specVarint)) return "its trainer spec is malformed";
+                if (specField == kTrainerModelType && specWire == kVarint && specVarint <= 4) {
+                    *modelType = static_cast<int32_t>(specVarint);
+                }
+            }
         } else if (field == kModelNormalizerSpec) {
             const std::string problem = CheckNormalizerSpec(payload, "normalizer");
             if (!problem.empty()) return problem;

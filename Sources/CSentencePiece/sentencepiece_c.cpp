@@ -19,6 +19,7 @@
 struct csp_processor {
     sentencepiece::SentencePieceProcessor processor;
     std::vector<uint8_t> pieceTypes;  // from csp::CheckModelProto; the C++ API has no IsUserDefined
+    int32_t modelType = 1;            // from csp::CheckModelProto; the C++ API hides the trainer spec
 };
 
 namespace {
@@ -59,7 +60,7 @@ std::string StatusMessage(const sentencepiece::util::Status &status) {
 
 csp_processor *LoadChecked(const std::string &bytes, char **error) {
     auto loaded = std::make_unique<csp_processor>();
-    const std::string problem = csp::CheckModelProto(bytes, &loaded->pieceTypes);
+    const std::string problem = csp::CheckModelProto(bytes, &loaded->pieceTypes, &loaded->modelType);
     if (!problem.empty()) {
         SetError(error, problem);
         return nullptr;
@@ -209,6 +210,7 @@ int32_t csp_unk_id(const csp_processor *processor) { return processor->processor
 int32_t csp_bos_id(const csp_processor *processor) { return processor->processor.bos_id(); }
 int32_t csp_eos_id(const csp_processor *processor) { return processor->processor.eos_id(); }
 int32_t csp_pad_id(const csp_processor *processor) { return processor->processor.pad_id(); }
+int32_t csp_model_type(const csp_processor *processor) { return processor->modelType; }
 
 const char *csp_id_to_piece(const csp_processor *processor, int32_t id, size_t *length) {
     *length = 0;

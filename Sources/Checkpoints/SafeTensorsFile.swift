@@ -84,6 +84,19 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Whether the file holds a tensor called `name`.
     public func contains(_ name: String) -> Bool { infos[name] != nil }
 
+    /// Drops the resident pages that lie wholly inside tensor `name`'s bytes from this process's memory (they are
+    /// read again from the file if touched). For a caller that has made its own copy of the tensor (a quantized
+    /// one) and holds no tensor borrowed from those bytes: a borrowed tensor would still read the right values,
+    /// but written pages (a private copy) would be lost.
+    public func releasePages(of name: String) {
+        guard let info = infos[name] else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard page > 0 else { return }
+        let lower = dataStart + info.byteRange.lowerBound, upper = dataStart + info.byteRange.upperBound
+        let first = (lower + page - 1) / page * page, last = upper / page * page
+        if first < last { _ = madvise(mapping + first, last - first, Int32(MADV_DONTNEED)) }
+    }
+
     /// The tensor `name` as F32.
     ///
     /// Aligned F32 data is borrowed from the mapping (no copy; the tensor keeps this file alive). Unaligned F32,

@@ -72,6 +72,12 @@ public final class WeightStore: @unchecked Sendable {
         return try file.tensor(name)
     }
 
+    /// Releases the memory-mapped pages of tensor `name` (see `SafeTensorsFile.releasePages(of:)`).
+    public func releasePages(of name: String) {
+        guard let fileName = location[name], let file = files[fileName] else { return }
+        file.releasePages(of: name)
+    }
+
     /// The `weight_map` of an index file, validated (non-empty; string values naming files inside the directory).
     private static func readWeightMap(_ path: String) throws -> [String: String] {
         let data: Data

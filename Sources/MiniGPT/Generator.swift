@@ -77,8 +77,9 @@ public final class Generator {
 
     private func project(_ l: Int, _ p: Projection, out: Tensor, input: Tensor, rows: Int, accumulate: Bool = false) {
         let f = p.features(model.dims)
-        GEMM.linear(out: out.data, input: input.data, weight: model.weights.layers[l].projection(p).data, rows: rows,
-                    inFeatures: f.inFeatures, outFeatures: f.outFeatures, accumulate: accumulate)
+        model.weights.layers[l].frozen(p).linear(out: out.data, input: input.data, rows: rows,
+                                                 inFeatures: f.inFeatures, outFeatures: f.outFeatures,
+                                                 accumulate: accumulate)
         for delta in model.deltas[l][p] ?? [] {
             delta.forward(out: out.data, input: input.data, rows: rows, training: false)
         }

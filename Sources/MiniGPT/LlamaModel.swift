@@ -110,8 +110,8 @@ public final class LlamaModel {
         // q, k, v = xn Wᵀ (+ adapters), then RoPE on q and k
         for (p, out) in [(Projection.q, s.q), (.k, s.k), (.v, s.v)] {
             let f = p.features(d)
-            GEMM.linear(out: out.data, input: normed.data, weight: w.projection(p).data, rows: n,
-                        inFeatures: f.inFeatures, outFeatures: f.outFeatures)
+            w.frozen(p).linear(out: out.data, input: normed.data, rows: n,
+                               inFeatures: f.inFeatures, outFeatures: f.outFeatures)
             applyDeltas(l, p, out: out.data, input: normed.data, rows: n, training: training)
         }
         RoPE.forward(x: s.q.data, positions: positions, rows: n, heads: d.heads, headDim: d.headDim, table: rope)
@@ -122,22 +122,21 @@ public final class LlamaModel {
                           kvHeads: d.kvHeads, headDim: d.headDim)
         // middle = x + att Woᵀ (+ adapter)
         s.middle.copy(from: s.input)
-        GEMM.linear(out: s.middle.data, input: s.attention.data, weight: w.o.data, rows: n,
-                    inFeatures: d.qDim, outFeatures: d.dim, accumulate: true)
+        w.frozen(.o).linear(out: s.middle.data, input: s.attention.data, rows: n,
+                            inFeatures: d.qDim, outFeatures: d.dim, accumulate: true)
         applyDeltas(l, .o, out: s.middle.data, input: s.attention.data, rows: n, training: training)
         // hn = RMSNorm(middle); gate, up = hn Wᵀ; hidden = silu(gate)·up
         RMSNorm.forward(out: normed.data, rstd: s.ffnRstd.data, input: s.middle.data,
                         weight: w.ffnNorm.data, rows: n, dim: d.dim, eps: d.normEps)
         for (p, out) in [(Projection.gate, s.gate), (.up, s.up)] {
-            GEMM.linear(out: out.data, input: normed.data, weight: w.projection(p).data, rows: n,
-                        inFeatures: d.dim, outFeatures: d.ffnDim)
+            w.frozen(p).linear(out: out.data, input: normed.data, rows: n, inFeatures: d.dim, outFeatures: d.ffnDim)
             applyDeltas(l, p, out: out.data, input: normed.data, rows: n, training: training)
         }
         SwiGLU.forward(out: hidden.data, gate: s.gate.data, up: s.up.data, count: n * d.ffnDim)
         // out = middle + hidden Wdᵀ (+ adapter); out may be this block's own input (scratch), read no more
         output.copy(from: s.middle)
-        GEMM.linear(out: output.data, input: hidden.data, weight: w.down.data, rows: n,
-                    inFeatures: d.ffnDim, outFeatures: d.dim, accumulate: true)
+        w.frozen(.down).linear(out: output.data, input: hidden.data, rows: n,
+                               inFeatures: d.ffnDim, outFeatures: d.dim, accumulate: true)
         applyDeltas(l, .down, out: output.data, input: hidden.data, rows: n, training: training)
     }
 
@@ -244,8 +243,8 @@ public final class LlamaModel {
         let w = weights.layers[l], s = a.layer(l), d = dims, n = a.rows
         let dRes = g.dResidual.data
         // out = middle + hidden Wdᵀ: dHidden = dOut Wd
-        GEMM.linearBackwardInput(dInput: g.dHidden.data, dOut: dRes, weight: w.down.data, rows: n,
-                                 inFeatures: d.ffnDim, outFeatures: d.dim, accumulate: false)
+        w.frozen(.down).linearBackwardInput(dInput: g.dHidden.data, dOut: dRes, rows: n,
+                                            inFeatures: d.ffnDim, outFeatures: d.dim, accumulate: false)
         if grads != nil || hasDeltas(l, [.down]) {
             // hidden = silu(gate)·up, rebuilt: the input of down's adapter and weight gradient
             SwiGLU.forward(out: a.hidden.data, gate: s.gate.data, up: s.up.data, count: n * d.ffnDim)
@@ -259,10 +258,10 @@ public final class LlamaModel {
         SwiGLU.backward(dGate: g.dGate.data, dUp: g.dUp.data, dOut: g.dHidden.data, gate: s.gate.data,
                         up: s.up.data, count: n * d.ffnDim)
         // gate, up = hn Wᵀ: dHn = dGate Wg + dUp Wu
-        GEMM.linearBackwardInput(dInput: g.dNormed.data, dOut: g.dGate.data, weight: w.gate.data, rows: n,
-                                 inFeatures: d.dim, outFeatures: d.ffnDim, accumulate: false)
-        GEMM.linearBackwardInput(dInput: g.dNormed.data, dOut: g.dUp.data, weight: w.up.data, rows: n,
-                                 inFeatures: d.dim, outFeatures: d.ffnDim, accumulate: true)
+        w.frozen(.gate).linearBackwardInput(dInput: g.dNormed.data, dOut: g.dGate.data, rows: n,
+                                            inFeatures: d.dim, outFeatures: d.ffnDim, accumulate: false)
+        w.frozen(.up).linearBackwardInput(dInput: g.dNormed.data, dOut: g.dUp.data, rows: n,
+                                          inFeatures: d.dim, outFeatures: d.ffnDim, accumulate: true)
         if grads != nil || hasDeltas(l, [.gate, .up]) {
             // hn = RMSNorm(middle), rebuilt
             RMSNorm.forward(out: a.normed.data, rstd: s.ffnRstd.data, input: s.middle.data,
@@ -280,8 +279,8 @@ public final class LlamaModel {
         RMSNorm.backward(dInput: dRes, dWeight: grads?.ffnNorm.data, dOut: g.dNormed.data, input: s.middle.data,
                          weight: w.ffnNorm.data, rstd: s.ffnRstd.data, rows: n, dim: d.dim)
         // middle = x + att Woᵀ: dAtt = dMiddle Wo
-        GEMM.linearBackwardInput(dInput: g.dAttention.data, dOut: dRes, weight: w.o.data, rows: n,
-                                 inFeatures: d.qDim, outFeatures: d.dim, accumulate: false)
+        w.frozen(.o).linearBackwardInput(dInput: g.dAttention.data, dOut: dRes, rows: n,
+                                         inFeatures: d.qDim, outFeatures: d.dim, accumulate: false)
         deltasBackward(l, .o, dInput: g.dAttention.data, dOut: dRes, input: s.attention.data, rows: n)
         if let grads {
             GEMM.linearBackwardWeight(dWeight: grads.o.data, dOut: dRes, input: s.attention.data, rows: n,
@@ -299,9 +298,9 @@ public final class LlamaModel {
         if needInputGradient {
             for (i, (p, dOut)) in qkv.enumerated() {
                 let f = p.features(d)
-                GEMM.linearBackwardInput(dInput: g.dNormed.data, dOut: dOut.data, weight: w.projection(p).data,
-                                         rows: n, inFeatures: f.inFeatures, outFeatures: f.outFeatures,
-                                         accumulate: i > 0)
+                w.frozen(p).linearBackwardInput(dInput: g.dNormed.data, dOut: dOut.data, rows: n,
+                                                inFeatures: f.inFeatures, outFeatures: f.outFeatures,
+                                                accumulate: i > 0)
             }
         }
         if grads != nil || hasDeltas(l, [.q, .k, .v]) {

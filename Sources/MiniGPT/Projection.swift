@@ -24,9 +24,20 @@ public enum Projection: String, CaseIterable, Codable, Sendable, Comparable {
         }
     }
 
-    public static func < (a: Projection, b: Projection) -> Bool {
-        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    /// Position in `allCases` (q 0 … down 6).
+    public var index: Int {
+        switch self {
+        case .q: return 0
+        case .k: return 1
+        case .v: return 2
+        case .o: return 3
+        case .gate: return 4
+        case .up: return 5
+        case .down: return 6
+        }
     }
+
+    public static func < (a: Projection, b: Projection) -> Bool { a.index < b.index }
 }
 
 /// Something added to a frozen projection's output: `y = W x + delta(x)`.

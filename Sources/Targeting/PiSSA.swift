@@ -76,14 +76,13 @@ extension AdapterSet {
         guard let initial = pissaInitial else { return weights }
         guard weights.dims == dims else { throw LoRAKitError("the PiSSA adapter was built for another model") }
         let layers = weights.layers.enumerated().map { l, layer -> LayerWeights in
-            func projection(_ p: Projection) -> Tensor {
-                guard let adapter = adapter(layer: l, projection: p) else { return layer.projection(p) }
+            let projections = Projection.allCases.map { p -> FrozenWeight in
+                // Untouched projections stay as stored (shared, NF4 or F32).
+                guard let adapter = adapter(layer: l, projection: p) else { return layer.frozen(p) }
                 let (a0, b0) = initialTensors(of: adapter, in: initial)
-                return PiSSA.residual(weight: layer.projection(p), a0: a0, b0: b0, scale: adapter.scale)
+                return .f32(PiSSA.residual(weight: layer.projection(p), a0: a0, b0: b0, scale: adapter.scale))
             }
-            return LayerWeights(attentionNorm: layer.attentionNorm, q: projection(.q), k: projection(.k),
-                                v: projection(.v), o: projection(.o), ffnNorm: layer.ffnNorm,
-                                gate: projection(.gate), up: projection(.up), down: projection(.down))
+            return LayerWeights(attentionNorm: layer.attentionNorm, ffnNorm: layer.ffnNorm, projections: projections)
         }
         return LlamaWeights(config: weights.config, embedding: weights.embedding, layers: layers,
                             finalNorm: weights.finalNorm, lmHead: weights.lmHead)

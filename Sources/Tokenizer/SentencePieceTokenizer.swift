@@ -34,6 +34,8 @@ public final class SentencePieceTokenizer: @unchecked Sendable {
     public let padId: Int32
     /// The unknown-piece id, or -1 when the model has none.
     public let unkId: Int32
+    /// The algorithm the model was trained with, or nil for SentencePiece's word and char models.
+    public let modelType: ModelType?
 
     private let processor: OpaquePointer
 
@@ -71,6 +73,11 @@ public final class SentencePieceTokenizer: @unchecked Sendable {
         eosId = csp_eos_id(processor)
         padId = csp_pad_id(processor)
         unkId = csp_unk_id(processor)
+        switch csp_model_type(processor) {
+        case 1: modelType = .unigram
+        case 2: modelType = .bpe
+        default: modelType = nil
+        }
     }
 
     deinit { csp_free(processor) }

@@ -15,6 +15,8 @@ struct Bench: ParsableCommand {
             With --generate N it times generation instead: the prompt, then N greedy tokens through the KV cache \
             of `lora generate` (an end-of-sequence token does not stop it), on --base DIR or on the random model \
             of the flags; tokens_per_s counts the N new tokens only.
+            With --quantize nf4 the base's projections are NF4 (QLoRA); base_weight_bytes and base_weight_bytes_f32 \
+            give their memory as stored and in F32, base_weight_fraction the ratio.
             """)
 
     @Option(help: "Hidden size.") var dim = 288
@@ -40,12 +42,14 @@ struct Bench: ParsableCommand {
     @Option(help: "Prompt length for --generate (BOS and random ids).") var promptTokens = 16
     @Option(help: "For --generate: a model directory to load instead of random weights.") var base: String?
     @Flag(help: "Print each step's time to stderr.") var verbose = false
+    @OptionGroup var quantization: QuantizationOptions
 
     var options: BenchmarkOptions {
         var o = BenchmarkOptions()
         o.dim = dim; o.layers = layers; o.heads = heads; o.kvHeads = kvHeads; o.hidden = hidden; o.vocab = vocab
         o.seq = seq; o.batch = batch; o.targets = targets; o.rank = rank; o.steps = steps; o.warmup = warmup
         o.threads = threads; o.seed = seed
+        o.quantize = quantization.quantize; o.doubleQuant = quantization.doubleQuant
         o.sgemmSizes = sgemmSizes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) ?? 0 }
         return o
     }
@@ -56,6 +60,9 @@ struct Bench: ParsableCommand {
         if promptTokens < 1 { throw ValidationError("--prompt-tokens must be at least 1, got \(promptTokens)") }
         if base != nil && generate == nil { throw ValidationError("--base goes with --generate (training runs on random weights)") }
         if saveModel != nil && generate != nil { throw ValidationError("--save-model and --generate are separate runs") }
+        if saveModel != nil && quantization.quantize != "none" {
+            throw ValidationError("--save-model writes the F32 model; quantize it when loading (--quantize on the command that uses it)")
+        }
     }
 
     func run() throws {
@@ -66,8 +73,9 @@ struct Bench: ParsableCommand {
         }
         if let generate {
             Threads.set(threads)
-            let weights = try base.map { try LlamaWeights.load(directory: $0) }
-                ?? LlamaWeights.random(config: options.modelConfig, seed: seed).weights
+            let quantization = try options.quantization
+            let weights = try base.map { try LlamaWeights.load(directory: $0, quantization: quantization) }
+                ?? LlamaWeights.random(config: options.modelConfig, seed: seed, quantization: quantization)
             let prompt = GenerationBenchmark.prompt(count: promptTokens, vocab: weights.dims.vocab,
                                                     bos: Int32(weights.config.bosTokenId), seed: seed)
             let result = try GenerationBenchmark.run(model: LlamaModel(weights: weights), prompt: prompt,

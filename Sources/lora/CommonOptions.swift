@@ -34,6 +34,24 @@ func printError(_ text: String) {
     FileHandle.standardError.write((text + "\n").data(using: .utf8) ?? Data())
 }
 
+/// `--quantize none|nf4` and `--double-quant`: how the base's seven projections are stored (QLoRA).
+struct QuantizationOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Store the base's q, k, v, o, gate, up and down projections as none (F32) or nf4 (4-bit NormalFloat, QLoRA); embeddings, norms and the LM head stay F32.",
+                               valueName: "scheme"))
+    var quantize: String = "none"
+
+    @Option(help: "With --quantize nf4: quantize the block scales too (8 bits in blocks of 256), as QLoRA's double quantization.")
+    var doubleQuant: Bool = true
+
+    func validate() throws {
+        do { _ = try quantization } catch let error as LoRAKitError { throw ValidationError(error.message) }
+    }
+
+    var quantization: BaseQuantization {
+        get throws { try BaseQuantization(scheme: quantize, doubleQuant: doubleQuant) }
+    }
+}
+
 /// A base model and the adapters to apply to it (`--adapter DIR[:WEIGHT]`, repeatable: their outputs add up).
 struct ModelOptions: ParsableArguments {
     @Option(help: "Base model directory (Hugging Face layout).")
@@ -43,9 +61,12 @@ struct ModelOptions: ParsableArguments {
                                valueName: "dir[:weight]"))
     var adapter: [String] = []
 
+    @OptionGroup var quantization: QuantizationOptions
+
     /// The model with its adapters attached.
     func loadModel() throws -> LlamaModel {
-        let model = LlamaModel(weights: try LlamaWeights.load(directory: base))
+        let weights = try LlamaWeights.load(directory: base, quantization: try quantization.quantization)
+        let model = LlamaModel(weights: weights)
         try AdapterSet.attachAll(adapter, to: model)
         return model
     }

@@ -22,6 +22,9 @@ struct Eval: ParsableCommand {
     @Option(help: "How many evaluated examples to include in the JSON (all by default).") var showExamples: Int?
     @Option(help: "Also report per value of this record field (e.g. family), and print a table on stderr.")
     var groupBy: String?
+    @Option(help: ArgumentHelp("A JSON report of an earlier `lora eval` on the same data (say, of the base alone): print both side by side on stderr.",
+                               valueName: "file.json"))
+    var baseline: String?
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -31,6 +34,7 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         runtime.apply()
+        let baselineReport = try baseline.map { try EvaluationComparison.loadReport(path: $0) }
         let loaded = try model.load()
         var records = try InstructionDataset.load(path: data)
         if let limit { records = Array(records.prefix(limit)) }
@@ -42,7 +46,9 @@ struct Eval: ParsableCommand {
         }
         var report = try groupBy.map { try evaluator.evaluate(records, groupBy: $0, generate: !noGenerate, progress: onProgress) }
             ?? evaluator.evaluate(records, generate: !noGenerate, progress: onProgress)
-        if let groups = report.groups {
+        if let baselineReport {
+            printError(try EvaluationComparison.table(baseline: baselineReport, current: report).joined(separator: "\n"))
+        } else if let groups = report.groups {
             func pad(_ s: String) -> String { s.count >= 14 ? s : s + String(repeating: " ", count: 14 - s.count) }
             var lines = [pad("group") + "  count  exact match      loss"]
             for key in groups.keys.sorted() {

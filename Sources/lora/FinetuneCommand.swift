@@ -19,6 +19,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "Projections to adapt: q,k,v,o,gate,up,down, attn, ffn, all, or HF names (q_proj …).")
     var targets: String = "q,v"
     @OptionGroup var training: TrainingOptions
+    @OptionGroup var quantization: QuantizationOptions
     @Option(help: "Start from an existing PEFT adapter (its targets, rank and alpha are used).") var initAdapter: String?
     @Option(help: "Continue the interrupted run in this output directory (other options come from its checkpoint).")
     var resume: String?
@@ -37,6 +38,10 @@ struct Finetune: ParsableCommand {
         o.targets = targets
         o.initAdapter = initAdapter
         o.overwrite = overwrite
+        if quantization.quantize != "none" || !quantization.doubleQuant {
+            o.quantize = quantization.quantize
+            o.doubleQuant = quantization.doubleQuant
+        }
         return o
     }
 
@@ -49,6 +54,13 @@ struct Finetune: ParsableCommand {
             tuner = try FineTuner(options: checkpoint.options, resume: checkpoint)
         } else {
             tuner = try FineTuner(options: try options())
+        }
+        let weights = tuner.model.weights
+        if weights.isQuantized {
+            let bytes = weights.projectionBytes
+            printError(String(format: "base: projections stored as %@, %.2f MiB (%.1f%% of %.2f MiB in F32)",
+                              try tuner.options.quantization.description, Double(bytes.stored) / 1_048_576,
+                              100 * Double(bytes.stored) / Double(max(1, bytes.f32)), Double(bytes.f32) / 1_048_576))
         }
         let printer = TrainingPrinter(describeData: { train, validation, truncated, skipped in
             "data: \(train) training examples, \(validation) validation; \(truncated) truncated, \(skipped) skipped (--max-seq-len \(tuner.options.maxSeqLen))"

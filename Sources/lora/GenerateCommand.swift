@@ -10,8 +10,13 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate a response to an instruction.",
         discussion: """
-            The instruction (and optional input) is formatted with the Alpaca template, as in fine-tuning; \
-            --prompt sends raw text instead. Greedy at --temperature 0 (the default).
+            The instruction (and optional input) is formatted with the prompt template, as in fine-tuning (--template, \
+            Alpaca by default); --prompt sends raw text instead. Greedy at --temperature 0 (the default).
+
+            --prompts FILE.jsonl answers many prompts with one loaded base, each with its own adapters: one JSON \
+            object per line, {"instruction": …, "input": …, "adapters": ["DIR", "DIR2:0.5"]} (or "adapter": "DIR", \
+            or "prompt": raw text); without "adapters" a line uses the --adapter list, with [] the base alone. Each \
+            adapter is read once and switched in and out; one JSON line is printed per prompt.
             """)
 
     @OptionGroup var model: ModelOptions
@@ -24,6 +29,12 @@ struct Generate: ParsableCommand {
 
     @Option(help: "Raw prompt text, sent without a template (instead of --instruction).")
     var prompt: String?
+
+    @Option(help: ArgumentHelp("A JSONL file of prompts, each with its own adapters (see above).", valueName: "file.jsonl"))
+    var prompts: String?
+
+    @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
+    var template: String = "alpaca"
 
     @Option(help: "Maximum number of new tokens.")
     var maxNewTokens: Int = 128
@@ -40,8 +51,11 @@ struct Generate: ParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
-        if (instruction == nil) == (prompt == nil) { throw ValidationError("give exactly one of --instruction or --prompt") }
+        if [instruction, prompt, prompts].compactMap({ $0 }).count != 1 {
+            throw ValidationError("give exactly one of --instruction, --prompt or --prompts")
+        }
         if input != nil && instruction == nil { throw ValidationError("--input goes with --instruction") }
+        if prompt != nil && template != "alpaca" { throw ValidationError("--template formats --instruction; --prompt is sent as it is") }
         if maxNewTokens < 1 { throw ValidationError("--max-new-tokens must be at least 1, got \(maxNewTokens)") }
         // The KV cache is allocated up front for prompt + new tokens.
         if maxNewTokens > 1 << 20 { throw ValidationError("--max-new-tokens must be at most \(1 << 20), got \(maxNewTokens)") }
@@ -51,9 +65,11 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         runtime.apply()
+        if let prompts { return try answerAll(listPath: prompts) }
+        let promptTemplate = try PromptTemplate.named(template)
         let (loaded, tokenizer) = try model.load()
         let weights = loaded.weights
-        let text = prompt ?? PromptTemplate.alpaca.prompt(instruction: instruction ?? "", input: input ?? "")
+        let text = prompt ?? promptTemplate.prompt(instruction: instruction ?? "", input: input ?? "")
         let promptIDs = [Int32(weights.config.bosTokenId)] + tokenizer.encode(text)
         let generator = Generator(model: loaded, capacity: promptIDs.count + maxNewTokens)
         var sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
@@ -65,5 +81,53 @@ struct Generate: ParsableCommand {
         print(try tokenizer.decode(answer))
         printError(String(format: "%d tokens in %.2f s (%.1f tokens/s, prompt %d tokens)", ids.count, seconds,
                           Double(ids.count) / max(seconds, 1e-9), promptIDs.count))
+    }
+
+    /// --prompts: every request of the file against one loaded base, switching adapters between them.
+    private func answerAll(listPath: String) throws {
+        let promptTemplate = try PromptTemplate.named(template)
+        let requests = try PromptList.load(path: listPath)
+        let weights = try LlamaWeights.load(directory: model.base)
+        let tokenizer = try BaseModel.tokenizer(directory: model.base)
+        let library = AdapterLibrary(model: LlamaModel(weights: weights))
+        let bos = Int32(weights.config.bosTokenId), eos = Int32(weights.config.eosTokenId)
+        let encoded = requests.map { request in
+            [bos] + tokenizer.encode(request.prompt ?? promptTemplate.prompt(instruction: request.instruction ?? "", input: request.input))
+        }
+        let generator = Generator(model: library.model, capacity: (encoded.map(\.count).max() ?? 0) + maxNewTokens)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        for (request, promptIDs) in zip(requests, encoded) {
+            let adapters = request.adapters ?? model.adapter
+            do {
+                try library.activate(adapters)
+            } catch let error as LoRAKitError {
+                throw LoRAKitError.file(listPath, "line \(request.line): \(error.message)")
+            }
+            var sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
+            let started = Date()
+            let ids = try generator.generate(prompt: promptIDs, maxNewTokens: maxNewTokens, sampler: &sampler, stop: eos)
+            let seconds = Date().timeIntervalSince(started)
+            let answer = ids.last == eos ? Array(ids.dropLast()) : ids
+            let line = PromptAnswer(line: request.line, adapters: adapters, output: try tokenizer.decode(answer),
+                                    newTokens: ids.count, tokensPerSecond: (Double(ids.count) / max(seconds, 1e-9) * 10).rounded() / 10)
+            print(String(decoding: try encoder.encode(line), as: UTF8.self))
+        }
+        printError("\(requests.count) prompts, \(library.count) adapter(s) loaded once, one base")
+    }
+}
+
+/// One line of `lora generate --prompts` output.
+private struct PromptAnswer: Encodable {
+    let line: Int
+    let adapters: [String]
+    let output: String
+    let newTokens: Int
+    let tokensPerSecond: Double
+
+    enum CodingKeys: String, CodingKey {
+        case line, adapters, output
+        case newTokens = "new_tokens"
+        case tokensPerSecond = "tokens_per_s"
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Tokenizer
 import Checkpoints
 import Foundation
 import Targeting
@@ -47,5 +48,11 @@ struct Merge: ParsableCommand {
             : "merged \(adapter.count) adapter(s) into \(report.mergedProjections) projection(s)"
         printError("\(what); wrote \(format.rawValue) (\(dtype.rawValue)) to \(report.path)")
         print("self-check: max |logit(base+adapter) - logit(merged)| = \(report.maxDifference) over \(report.checkTokens.count) tokens (largest |logit| \(report.maxLogit))")
+        // llama.cpp segments every SentencePiece vocabulary by merging pieces by score, which is exactly what a
+        // BPE model does but only approximates a unigram model's best segmentation.
+        if format == .gguf, let tokenizer = try? SentencePieceTokenizer(modelPath: base + "/tokenizer.model"),
+           tokenizer.modelType == .unigram {
+            printError("note: \(tokenizer.modelPath) is a unigram model; llama.cpp tokenizes it with BPE-style merges, so some texts get other ids than `lora tokenizer encode` gives (a BPE tokenizer, `lora tokenizer train --model-type bpe`, the default, tokenizes identically)")
+        }
     }
 }

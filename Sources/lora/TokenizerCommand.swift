@@ -32,7 +32,7 @@ extension TokenizerCommand {
         var out: String
 
         @Option(help: ArgumentHelp("Segmentation algorithm: bpe or unigram.", valueName: "bpe|unigram"))
-        var modelType: String = SentencePieceTokenizer.ModelType.unigram.rawValue
+        var modelType: String = SentencePieceTokenizer.ModelType.bpe.rawValue
 
         @Option(help: "Share of characters that get their own piece, in (0, 1]; the rest are spelled in bytes.")
         var characterCoverage: Double = 1.0
@@ -56,7 +56,7 @@ extension TokenizerCommand {
         }
 
         func run() throws {
-            let type = SentencePieceTokenizer.ModelType(rawValue: modelType) ?? .unigram
+            let type = SentencePieceTokenizer.ModelType(rawValue: modelType) ?? .bpe
             let tokenizer = try SentencePieceTokenizer.train(
                 inputFiles: input, vocabSize: vocabSize, modelType: type, outputPath: out,
                 characterCoverage: characterCoverage, userDefinedSymbols: userDefinedSymbols, verbose: verbose)

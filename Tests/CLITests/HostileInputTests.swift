@@ -324,6 +324,13 @@ final class HostileInputTests: XCTestCase {
     func optionCases() throws -> [HostileCase] {
         let existing = try write("existing-out/file", "keep me")
         let regularFile = try write("regular-file", "x")
+        // A NaN in a projection: F32 runs on (and yields NaN), NF4 cannot scale its block.
+        let nanProjection = try tensors(Self.gqa, as: "nan-projection", file: "model.safetensors") { header, data in
+            let entry = try XCTUnwrap(header["model.layers.1.mlp.up_proj.weight"] as? [String: Any])
+            let start = try XCTUnwrap((entry["data_offsets"] as? [Int])?.first) + 7 * 4
+            var nan = Float.nan.bitPattern.littleEndian
+            data.replaceSubrange(start..<(start + 4), with: Data(bytes: &nan, count: 4))
+        }
         return [
             HostileCase(id: "O01", arguments: finetune(["--rank", "0"]), needle: "--rank"),
             HostileCase(id: "O02", arguments: finetune(["--rank", "100000000"]), needle: "larger than the model's hidden size"),
@@ -343,10 +350,13 @@ final class HostileInputTests: XCTestCase {
             // An existing output directory is kept, not replaced.
             HostileCase(id: "O15", arguments: ["finetune", "--base", Self.gqa, "--data", Self.data, "--out", URL(fileURLWithPath: existing).deletingLastPathComponent().path, "--steps", "1"],
                         needle: "--overwrite"),
-            HostileCase(id: "O16", arguments: finetune(["--dora", "--init-adapter", Self.adapter]), needle: "--dora"),
-            HostileCase(id: "O17", arguments: finetune(["--init", "pissa", "--init-adapter", Self.adapter]), needle: "--init-adapter"),
-            HostileCase(id: "O18", arguments: finetune(["--init", "pissa", "--targets", "v", "--rank", "20"]), needle: "min(in, out)"),
-            HostileCase(id: "O19", arguments: ["export-adapter", "--adapter", Lora.fixture("dora/dora-mixed"), "--base", Self.gqa,
+            HostileCase(id: "O16", arguments: finetune(["--quantize", "int3"]), needle: "choices: none, nf4"),
+            HostileCase(id: "O17", arguments: forward(base: nanProjection, ["--ids", "1,2", "--quantize", "nf4"]),
+                        needle: "model.layers.1.mlp.up_proj.weight: element 7 is nan"),
+            HostileCase(id: "O18", arguments: finetune(["--dora", "--init-adapter", Self.adapter]), needle: "--dora"),
+            HostileCase(id: "O19", arguments: finetune(["--init", "pissa", "--init-adapter", Self.adapter]), needle: "--init-adapter"),
+            HostileCase(id: "O20", arguments: finetune(["--init", "pissa", "--targets", "v", "--rank", "20"]), needle: "min(in, out)"),
+            HostileCase(id: "O21", arguments: ["export-adapter", "--adapter", Lora.fixture("dora/dora-mixed"), "--base", Self.gqa,
                                                "--out", Self.out], needle: "llama.cpp"),
         ]
     }

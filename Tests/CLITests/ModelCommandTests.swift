@@ -54,6 +54,40 @@ final class ModelCommandTests: XCTestCase {
         XCTAssertEqual(instruction.status, 0, instruction.stderr)
     }
 
+    func testPromptListSwitchesAdaptersPerPromptAsSeparateRunsWould() throws {
+        let dir = try Lora.temporaryDirectory()
+        let qv = Lora.fixture("peft/lora-qv"), all = Lora.fixture("peft/lora-all-rslora")
+        let list = dir + "/prompts.jsonl"
+        try Data("""
+            {"prompt": "The torou", "adapters": []}
+            {"prompt": "The torou", "adapter": "\(qv)"}
+
+            {"prompt": "sanga 2024", "adapters": ["\(all):0.5", "\(qv)"]}
+            {"prompt": "The torou", "adapters": []}
+            """.utf8).write(to: URL(fileURLWithPath: list))
+        let batch = try Lora.run(["generate", "--base", gqa, "--prompts", list, "--max-new-tokens", "6"])
+        XCTAssertEqual(batch.status, 0, batch.stderr)
+        let lines = batch.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, 4, batch.stdout)
+        XCTAssertTrue(batch.stderr.contains("2 adapter(s) loaded once"), batch.stderr)
+        // Each answer equals a fresh process's answer with the same adapters: switching leaves nothing behind.
+        let singles: [[String]] = [["--prompt", "The torou"], ["--prompt", "The torou", "--adapter", qv],
+                                   ["--prompt", "sanga 2024", "--adapter", all + ":0.5", "--adapter", qv],
+                                   ["--prompt", "The torou"]]
+        for (line, arguments) in zip(lines, singles) {
+            let single = try Lora.run(["generate", "--base", gqa, "--max-new-tokens", "6"] + arguments)
+            XCTAssertEqual(single.status, 0, single.stderr)
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            XCTAssertEqual(object?["output"] as? String, String(single.stdout.dropLast()), line)
+        }
+        XCTAssertTrue(lines[2].contains("\"line\":4"), lines[2])
+
+        try Data("{\"prompt\": \"a\"}\n[1]\n".utf8).write(to: URL(fileURLWithPath: list))
+        assertCleanFailure(try Lora.run(["generate", "--base", gqa, "--prompts", list]), mentions: "line 2 is an array")
+        try Data("{\"prompt\": \"a\", \"adapter\": \"\(dir)/none\"}\n".utf8).write(to: URL(fileURLWithPath: list))
+        assertCleanFailure(try Lora.run(["generate", "--base", gqa, "--prompts", list]), mentions: "line 1")
+    }
+
     func testBadModelInputsFailCleanly() throws {
         let dir = try Lora.temporaryDirectory()
         let out = dir + "/logits.safetensors"

@@ -26,6 +26,11 @@ final class PythonReferenceTests: XCTestCase {
         XCTAssertEqual([llamaStyle.unkId, llamaStyle.bosId, llamaStyle.eosId, llamaStyle.padId], [0, 1, 2, -1])
     }
 
+    func testModelTypeIsReadFromTheTrainerSpec() throws {
+        XCTAssertEqual(try SentencePieceTokenizer(modelPath: TokenizerFixtures.path("unigram.model")).modelType, .unigram)
+        XCTAssertEqual(try SentencePieceTokenizer(modelPath: TokenizerFixtures.path("bpe.model")).modelType, .bpe)
+    }
+
     func testEncodeGivesPythonIdsExactly() throws {
         try forEachModel { name, model, tokenizer in
             for testCase in model.cases {

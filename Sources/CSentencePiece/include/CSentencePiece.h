@@ -60,6 +60,8 @@ int32_t csp_unk_id(const csp_processor *processor);
 int32_t csp_bos_id(const csp_processor *processor);
 int32_t csp_eos_id(const csp_processor *processor);
 int32_t csp_pad_id(const csp_processor *processor);
+/// The segmentation algorithm the model was trained with: TrainerSpec.ModelType (1 unigram, 2 bpe, 3 word, 4 char).
+int32_t csp_model_type(const csp_processor *processor);
 
 /// The piece of `id` (its bytes stay valid as long as the processor) and its length; NULL when out of range.
 const char *csp_id_to_piece(const csp_processor *processor, int32_t id, size_t *length);

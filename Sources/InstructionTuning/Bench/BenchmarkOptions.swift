@@ -26,6 +26,9 @@ public struct BenchmarkOptions: Codable, Equatable, Sendable {
     public var seed: UInt64 = 0
     /// Sizes of the square products that measure the `cblas_sgemm` ceiling (OpenBLAS peaks around 1–2 k).
     public var sgemmSizes = [1024, 2048]
+    /// How the base's projections are stored: `none` or `nf4` (`--quantize`), with `doubleQuant` for NF4.
+    public var quantize = "none"
+    public var doubleQuant = true
 
     public init() {}
 
@@ -50,6 +53,12 @@ public struct BenchmarkOptions: Codable, Equatable, Sendable {
             throw LoRAKitError("--sgemm-sizes needs positive sizes, got \(bad)")
         }
         _ = try TargetSelection.parseTargets(targets)
+        _ = try quantization
+    }
+
+    /// The storage of the base's projections.
+    public var quantization: BaseQuantization {
+        get throws { try BaseQuantization(scheme: quantize, doubleQuant: doubleQuant) }
     }
 
     public var resolvedKVHeads: Int { kvHeads == 0 ? heads : kvHeads }

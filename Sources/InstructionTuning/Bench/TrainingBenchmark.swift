@@ -28,6 +28,13 @@ public struct BenchmarkResult: Codable, Sendable {
     public var threads: Int
     /// Mean loss of the last timed step (about ln(vocab) for random tokens): shows the step computed something.
     public var loss: Double
+    /// How the base's projections are stored (`--quantize`), their bytes as stored and in F32.
+    public var quantize = "none"
+    public var baseWeightBytes = 0
+    public var baseWeightBytesF32 = 0
+
+    /// `baseWeightBytes / baseWeightBytesF32`.
+    public var baseWeightFraction = 1.0
 
     enum CodingKeys: String, CodingKey {
         case impl, params, trainable, threads, loss
@@ -35,6 +42,8 @@ public struct BenchmarkResult: Codable, Sendable {
         case peakRSSMiB = "peak_rss_mib", flopsPerToken = "flops_per_token", gflops
         case sgemmPeakGflops = "sgemm_peak_gflops", sgemmFraction = "sgemm_fraction"
         case openblasCore = "openblas_core", openblasCoretype = "openblas_coretype"
+        case quantize, baseWeightBytes = "base_weight_bytes", baseWeightBytesF32 = "base_weight_bytes_f32"
+        case baseWeightFraction = "base_weight_fraction"
     }
 
     /// The result as one line of JSON (keys sorted, numbers rounded for reading).
@@ -49,6 +58,7 @@ public struct BenchmarkResult: Codable, Sendable {
         rounded.sgemmPeakGflops = round(sgemmPeakGflops, 10)
         rounded.sgemmFraction = round(sgemmFraction, 1_000)
         rounded.loss = round(loss, 10_000)
+        rounded.baseWeightFraction = round(baseWeightFraction, 10_000)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return String(decoding: try encoder.encode(rounded), as: UTF8.self)
@@ -74,7 +84,10 @@ public enum TrainingBenchmark {
 
         let config = options.modelConfig
         try config.validate()
-        let (weights, _) = LlamaWeights.random(config: config, seed: options.seed)
+        let quantization = try options.quantization
+        // A quantized base is built projection by projection: its F32 form never exists whole.
+        let weights = quantization == .none ? LlamaWeights.random(config: config, seed: options.seed).weights
+            : try LlamaWeights.random(config: config, seed: options.seed, quantization: quantization)
         let model = LlamaModel(weights: weights)
         let targets = try TargetSelection.parseTargets(options.targets)
         let loraConfig = LoRAConfig(targets: targets, layers: nil, r: options.rank, loraAlpha: Double(2 * options.rank))
@@ -111,7 +124,7 @@ public enum TrainingBenchmark {
         let flops = flopsPerToken(model: model, adapters: adapters, seqLen: options.seq)
         let tokensPerSecond = tokensPerStep * Double(timed.count) / max(total, 1e-12)
         let gflops = flops * tokensPerSecond / 1e9
-        return BenchmarkResult(
+        var result = BenchmarkResult(
             params: weights.parameterCount + adapters.trainableCount, trainable: adapters.trainableCount,
             tokensPerSecond: tokensPerSecond, stepSeconds: total / Double(timed.count),
             stepSecondsMedian: median(timed), peakRSSMiB: peakRSS, flopsPerToken: flops, gflops: gflops,
@@ -119,6 +132,10 @@ public enum TrainingBenchmark {
             openblasCore: Threads.blasCore,
             openblasCoretype: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "",
             threads: Threads.count, loss: loss)
+        result.quantize = options.quantize
+        (result.baseWeightBytes, result.baseWeightBytesF32) = weights.projectionBytes
+        result.baseWeightFraction = Double(result.baseWeightBytes) / Double(max(1, result.baseWeightBytesF32))
+        return result
     }
 
     /// FLOPs of one trained token (DESIGN §5): 2 per weight for the forward through every matrix (LM head included),

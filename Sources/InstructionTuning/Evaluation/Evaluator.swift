@@ -28,6 +28,12 @@ public struct EvaluationReport: Codable, Sendable {
     /// Per value of a record label (`--group-by family`): the same figures for that group's records.
     public var groups: [String: EvaluationReport]?
 
+    public init(loss: Double, perplexity: Double, exactMatch: Double, count: Int, tokens: Int,
+                examples: [EvaluatedExample], groups: [String: EvaluationReport]?) {
+        self.loss = loss; self.perplexity = perplexity; self.exactMatch = exactMatch
+        self.count = count; self.tokens = tokens; self.examples = examples; self.groups = groups
+    }
+
     enum CodingKeys: String, CodingKey {
         case loss, perplexity, count, tokens, examples, groups
         case exactMatch = "exact_match"

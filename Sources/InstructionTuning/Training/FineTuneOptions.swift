@@ -1,4 +1,5 @@
 import Foundation
+import MiniGPT
 import Tensors
 
 /// Every setting of a fine-tuning run. Saved in each checkpoint, so `--resume DIR` alone continues the run.
@@ -40,6 +41,10 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
     public var shuffle: Bool = true
     public var seed: UInt64 = 0
     public var overwrite: Bool = false
+    /// `--quantize`: how the base's projections are stored (nil: none; optional so older checkpoints still load).
+    public var quantize: String? = nil
+    /// `--double-quant` for NF4 (nil: true).
+    public var doubleQuant: Bool? = nil
 
     public init(base: String, data: String, out: String) {
         self.base = base
@@ -55,6 +60,10 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         if !(dropout >= 0 && dropout < 1) { throw fail("--dropout must be in [0, 1), got \(dropout)") }
         if !["kaiming", "gaussian", "pissa"].contains(initialization) {
             throw fail("--init must be kaiming, gaussian or pissa, got '\(initialization)'")
+        }
+        if initialization == "pissa" && (quantize ?? "none") != "none" {
+            // PEFT's recipe quantizes the residual after the SVD; LoRAKit does not rebuild an NF4 residual yet.
+            throw fail("--init pissa with --quantize \(quantize ?? "") is not supported: PiSSA changes the base to its residual, which would have to be quantized anew")
         }
         if initialization == "pissa" && initAdapter != nil {
             throw fail("--init pissa initialises a new adapter from the base weights; it cannot start from --init-adapter")
@@ -81,5 +90,11 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         if valData != nil && valFraction > 0 { throw fail("give --val-data or --val-fraction, not both") }
         if evalEvery < 0 || saveEvery < 0 { throw fail("--eval-every and --save-every must be >= 0") }
         if keep < 1 { throw fail("--keep must be at least 1, got \(keep)") }
+        _ = try quantization
+    }
+
+    /// The storage of the base's projections these options ask for.
+    public var quantization: BaseQuantization {
+        get throws { try BaseQuantization(scheme: quantize ?? "none", doubleQuant: doubleQuant ?? true) }
     }
 }

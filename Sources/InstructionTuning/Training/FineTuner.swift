@@ -29,7 +29,7 @@ public final class FineTuner {
         try options.validate()
         self.options = options
         resumed = resume
-        let weights = try LlamaWeights.load(directory: options.base)
+        let weights = try LlamaWeights.load(directory: options.base, quantization: try options.quantization)
         tokenizer = try BaseModel.tokenizer(directory: options.base)
         if tokenizer.vocabSize > weights.dims.vocab {
             throw LoRAKitError.file(options.base, "tokenizer.model has \(tokenizer.vocabSize) pieces but the model's vocab_size is \(weights.dims.vocab)")

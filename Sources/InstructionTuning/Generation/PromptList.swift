@@ -1,0 +1,77 @@
+import Foundation
+import Tensors
+
+/// One prompt of `lora generate --prompts FILE`: what to ask and which adapters to ask it with.
+public struct PromptRequest: Equatable, Sendable {
+    /// The instruction, formatted with the prompt template (or nil with `prompt`).
+    public var instruction: String?
+    /// Context for the instruction; empty selects the template's no-input prompt.
+    public var input: String
+    /// Raw prompt text, sent without a template (instead of `instruction`).
+    public var prompt: String?
+    /// `DIR` or `DIR:WEIGHT` arguments for this prompt; nil means the command line's `--adapter` list, and an
+    /// empty list the base alone.
+    public var adapters: [String]?
+    /// The line of the file the request is on (1-based), for messages and output.
+    public var line: Int
+}
+
+/// Loading a JSONL file of prompts: one object per line with `instruction` (and optional `input`) or `prompt`,
+/// and optionally `adapters` (an array of `DIR[:WEIGHT]` strings) or `adapter` (one such string).
+public enum PromptList {
+    public static func load(path: String) throws -> [PromptRequest] {
+        let bytes = try JSONText.read(path: path, what: "prompt list")
+        var requests: [PromptRequest] = []
+        var lineNumber = 0
+        var start = 0
+        while start < bytes.count {
+            let end = bytes[start...].firstIndex(of: 0x0A) ?? bytes.count
+            lineNumber += 1
+            let line = bytes[start..<end]
+            start = end + 1
+            guard line.contains(where: { !InstructionDataset.isWhitespace($0) }) else { continue }
+            switch JSONText.parse(line) {
+            case .success(let value): requests.append(try request(value, line: lineNumber, path: path))
+            case .failure(let error):
+                let column = error.offset.map { JSONText.position(ofByte: $0, in: Array(line)).column }
+                let place = column.map { "line \(lineNumber), column \($0)" } ?? "line \(lineNumber)"
+                throw LoRAKitError.file(path, "malformed JSON at \(place) (\(error.reason)); a prompt list holds one JSON object per line")
+            }
+        }
+        if requests.isEmpty { throw LoRAKitError.file(path, "no prompts (the file holds only blank lines)") }
+        return requests
+    }
+
+    static func request(_ value: Any, line: Int, path: String) throws -> PromptRequest {
+        let label = "line \(line)"
+        guard let object = value as? [String: Any] else {
+            throw LoRAKitError.file(path, "\(label) is \(JSONText.kind(of: value)), not an object with an \"instruction\" or a \"prompt\"")
+        }
+        func string(_ name: String) throws -> String? {
+            guard let value = object[name] else { return nil }
+            guard let text = value as? String else {
+                throw LoRAKitError.file(path, "\(label): field \"\(name)\" is \(JSONText.kind(of: value)), not a string")
+            }
+            return text
+        }
+        let instruction = try string("instruction"), prompt = try string("prompt"), input = try string("input")
+        guard (instruction == nil) != (prompt == nil) else {
+            throw LoRAKitError.file(path, "\(label) needs exactly one of \"instruction\" or \"prompt\"")
+        }
+        if input != nil && instruction == nil {
+            throw LoRAKitError.file(path, "\(label): \"input\" goes with \"instruction\", not with a raw \"prompt\"")
+        }
+        if object["adapters"] != nil && object["adapter"] != nil {
+            throw LoRAKitError.file(path, "\(label) has both \"adapter\" and \"adapters\"; give one")
+        }
+        var adapters: [String]?
+        if let one = try string("adapter") { adapters = [one] }
+        if let many = object["adapters"] {
+            guard let list = many as? [Any], let strings = list as? [String] else {
+                throw LoRAKitError.file(path, "\(label): field \"adapters\" is \(JSONText.kind(of: many)), not an array of \"DIR[:WEIGHT]\" strings")
+            }
+            adapters = strings
+        }
+        return PromptRequest(instruction: instruction, input: input ?? "", prompt: prompt, adapters: adapters, line: line)
+    }
+}
