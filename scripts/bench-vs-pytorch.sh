@@ -5,8 +5,9 @@
 #               OPENBLAS_L2_SIZE) unset, i.e. OpenBLAS's native kernels for this CPU;
 #   generation — `lora bench --generate 128` vs llama.cpp (llama-cpp-python) on the M model exported as F32 GGUF
 #               by `lora merge --format gguf`, greedy, same prompt ids, 128 new tokens, end-of-sequence ignored.
-# Prints a Markdown table (medians over --repeats runs; each run of every tool back to back) and writes the raw
-# JSON lines next to it. Speed is never measured by the test suite; this script is where it is measured.
+# Prints a Markdown table (medians over --repeats runs; each run of every tool back to back) and writes it, the raw
+# JSON lines and the exported model into --out (default $TMPDIR/lorakit-bench). Speed is never measured by the
+# test suite; this script is where it is measured.
 #
 # Usage: scripts/bench-vs-pytorch.sh [--repeats N] [--threads N] [--out DIR] [--no-build] [--skip-generation]
 # Needs: a Python with torch, transformers, peft (and llama-cpp-python for generation): $PYTHON, default
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 repeats=3
 threads=$(nproc)
-out=bench-results
+out=${TMPDIR:-/tmp}/lorakit-bench
 build=1
 generation=1
 while [ $# -gt 0 ]; do

@@ -11,14 +11,14 @@ Python 3 version (the generator is SplitMix64, not `random`, whose algorithms ma
 
 The families have one-token answers found by counting, comparing or pointing. A base of a few million
 parameters pretrained for ~15 CPU minutes learns these, but not to copy a sequence of words (so not to
-reverse one): datasets/README.md has the measurements behind this choice.
+reverse one): datasets/README.md says more.
 
 Outputs (see datasets/README.md):
   datasets/template.json                compact alpaca-lora-style template (one line per field)
   datasets/corpus.txt                   pretraining text: one paragraph per example or per group of sentences
   datasets/instructions/train.json      fine-tuning records, 60% new family, 40% replay of the old families
   datasets/instructions/val.json        validation records, same mix as train
-  datasets/instructions/test.json       held-out records, 60 per family
+  datasets/instructions/test.json       held-out records, same mix as train (what the quickstart scores)
 """
 import json
 import os
@@ -29,13 +29,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "datasets")
 
 NEW_FAMILY = "smallest"
-OLD_FAMILIES = ["count", "largest", "first", "parity"]
+OLD_FAMILIES = ["count", "largest", "first", "last"]
 FAMILIES = OLD_FAMILIES + [NEW_FAMILY]
 
 TRAIN_SIZE = 3000
 VAL_SIZE = 200
-TEST_PER_FAMILY = 60
-NEW_SHARE = 0.6                 # share of the new family in train and val; the rest is replay, split evenly
+TEST_SIZE = 400                 # same mix as train: the headline figure is on the fine-tuning task
+NEW_SHARE = 0.6                 # share of the new family in every split; the rest is replay, split evenly
 CORPUS_PER_FAMILY = 3750        # examples of each old family in the corpus
 CORPUS_SENTENCE_PARAGRAPHS = 2000
 
@@ -202,9 +202,10 @@ def make_first(rng, words):
     return "What is the first number?", " ".join(str(d) for d in digits), str(digits[0])
 
 
-def make_parity(rng, words):
-    n = rng.between(0, 9999)
-    return f"Is {n} even or odd?", "", "even" if n % 2 == 0 else "odd"
+def make_last(rng, words):
+    # The list is in the instruction, so this family uses the template's no-input prompt.
+    digits = digit_list(rng)
+    return f"What is the last number in {' '.join(str(d) for d in digits)}?", "", str(digits[-1])
 
 
 def make_smallest(rng, words):
@@ -212,7 +213,7 @@ def make_smallest(rng, words):
     return "Which number is the smallest?", " ".join(str(d) for d in digits), str(min(digits))
 
 
-MAKERS = {"count": make_count, "largest": make_largest, "first": make_first, "parity": make_parity,
+MAKERS = {"count": make_count, "largest": make_largest, "first": make_first, "last": make_last,
           "smallest": make_smallest}
 NEW_INSTRUCTION = "Which number is the smallest?"
 NEW_KEYWORD = "smallest"        # never in the corpus
@@ -229,9 +230,8 @@ def answer(record):
         return str(min(int(w) for w in words))
     if family == "first":
         return words[0]
-    if family == "parity":
-        n = int(record["instruction"].split()[1])
-        return "even" if n % 2 == 0 else "odd"
+    if family == "last":
+        return record["instruction"].rstrip("?").split()[-1]
     raise ValueError(f"unknown family {family}")
 
 
@@ -356,7 +356,7 @@ def main():
     # also avoid every digit set of its val/test records (in any order), so its test checks the rule, not
     # remembered sets.
     used = set()
-    splits = {"test": {f: TEST_PER_FAMILY for f in FAMILIES}, "val": split_counts(VAL_SIZE),
+    splits = {"test": split_counts(TEST_SIZE), "val": split_counts(VAL_SIZE),
               "train": split_counts(TRAIN_SIZE)}
     records = {}
     held_out_sets = set()

@@ -58,7 +58,7 @@ final class Activations {
     let rows: Int
     let storedFrom: Int
     let stored: [LayerActivations]    // blocks storedFrom..<L
-    let scratch: LayerActivations     // any block whose activations are not kept
+    private var scratchLayer: LayerActivations?
     let output: Tensor                // (N, D) the last block's output, input of the final norm
     let positions: [Int32]            // (N) position of each row inside its sequence
     let normed: Tensor                // (N, D) an RMSNorm's output, input of the projections
@@ -78,21 +78,30 @@ final class Activations {
         let n = batch * seqLen
         rows = n
         stored = (storedFrom..<d.layers).map { _ in LayerActivations(d, batch: batch, seqLen: seqLen) }
-        scratch = LayerActivations(d, batch: batch, seqLen: seqLen)
         output = Tensor(shape: [n, d.dim])
         positions = (0..<n).map { Int32($0 % seqLen) }
         normed = Tensor(shape: [n, d.dim])
         hidden = Tensor(shape: [n, d.ffnDim])
         finalNormed = Tensor(shape: [n, d.dim]); finalRstd = Tensor(shape: [n])
-        // The LM head over a 32k vocabulary is the largest activation: at most ~64 MB of it at a time, in chunks
-        // of a multiple of 16 rows. Each chunk packs and streams the whole head matrix twice (forward and dX), so
-        // chunks of 512 rows rather than 256 save ~6% of a small model's step for 33 MB more.
-        chunkRows = min(n, max(16, (16 << 20) / max(1, d.vocab) / 16 * 16))
+        // The LM head over a 32k vocabulary is the largest activation: at most 128 MB of logits at a time, in
+        // equal chunks of a multiple of 16 rows. Each chunk packs and streams the whole head matrix twice (forward
+        // and dX), so fewer, larger chunks save memory traffic; B·T = 1024 rows of a 32k vocabulary is one chunk.
+        let budget = 32 << 20
+        let chunks = max(1, (n * d.vocab + budget - 1) / budget)
+        chunkRows = min(n, max(16, ((n + chunks - 1) / chunks + 15) / 16 * 16))
         logitChunk = Tensor(shape: [chunkRows, d.vocab])
     }
 
     /// The activations of block `layer`: its own when kept, the shared scratch otherwise.
     func layer(_ layer: Int) -> LayerActivations { layer >= storedFrom ? stored[layer - storedFrom] : scratch }
+
+    /// Any block whose activations are not kept (allocated on first use: a run that keeps every block has none).
+    private var scratch: LayerActivations {
+        if let s = scratchLayer { return s }
+        let s = LayerActivations(dims, batch: batch, seqLen: seqLen)
+        scratchLayer = s
+        return s
+    }
 
     /// Where block `layer`'s output goes: the next block's input, or `output` after the last block.
     func blockOutput(_ layer: Int) -> Tensor { layer + 1 < dims.layers ? self.layer(layer + 1).input : output }

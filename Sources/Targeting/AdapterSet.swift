@@ -6,7 +6,8 @@ import Tensors
 /// The LoRA adapters of one PEFT adapter over a model: one `LoRALinear` per targeted (layer, projection).
 ///
 /// All A and B matrices live in ONE flat parameter buffer and their gradients in ONE flat gradient buffer of the
-/// same layout, in a fixed order — sites sorted by (layer, projection q…down), A before B — so an optimizer,
+/// same layout, in a fixed order — sites sorted by (layer, projection q…down), A before B (then DoRA's magnitude
+/// m when the config has `use_dora`) — so an optimizer,
 /// gradient clipping and checkpoints treat the whole set as one array. Several sets can be attached to one
 /// model; their outputs add up.
 public final class AdapterSet {
@@ -16,10 +17,14 @@ public final class AdapterSet {
     public let dims: ModelDimensions
     /// The adapters, in the order of the flat buffers.
     public let adapters: [LoRALinear]
-    /// Every A and B, back to back (`trainableCount` floats).
+    /// Every A and B (and DoRA magnitude), back to back (`trainableCount` floats).
     public let parameters: Tensor
     /// The gradients of `parameters`, same layout.
     public let gradients: Tensor
+
+    /// PiSSA's initial A₀ and B₀ (layout of `parameters`); nil unless the set was initialised with `.pissa`. Such a
+    /// set trains on `trainingBase(_:)` and is saved converted for the original base (PiSSA.swift).
+    public internal(set) var pissaInitial: Tensor?
 
     /// Scales the set's output (`lora forward --adapter DIR:0.5`); 1 by default.
     public var multiplier: Float = 1 {
@@ -38,18 +43,42 @@ public final class AdapterSet {
 
     /// New adapters on the modules `config` targets, initialised as `initialization` (nil: as the config's
     /// `init_lora_weights` says) from `seed`.
+    ///
+    /// A DoRA config (`use_dora`) needs `base`: each magnitude starts as ‖W + s·B·A‖, the row norms of its base
+    /// projection, as PEFT initialises it.
     public convenience init(config: LoRAConfig, dims: ModelDimensions, initialization: AdapterInitialization? = nil,
-                            seed: UInt64 = 0) throws {
+                            seed: UInt64 = 0, base: LlamaWeights? = nil) throws {
         try config.validate()
         let sites = try config.sites(layerCount: dims.layers)
         try self.init(config: config, sites: sites, dims: dims, seed: seed)
-        initialize(try initialization ?? config.initialization(), seed: seed)
+        let initialization = try initialization ?? config.initialization()
+        if initialization == .pissa {
+            guard let base else {
+                throw LoRAKitError("PiSSA initialisation needs the base model's weights (it factors them)")
+            }
+            guard !config.useDora else { throw LoRAKitError("DoRA with PiSSA initialisation is not supported") }
+            guard base.dims == dims else { throw LoRAKitError("the base model does not have the adapter's dimensions") }
+            for adapter in adapters {
+                try PiSSA.initialize(adapter, weight: base.layers[adapter.site.layer].projection(adapter.site.projection))
+            }
+            pissaInitial = parameters.clone()
+        } else {
+            initialize(initialization, seed: seed)
+        }
+        if config.useDora {
+            guard let base else {
+                throw LoRAKitError("a DoRA adapter (use_dora) needs the base model's weights to initialise its magnitudes")
+            }
+            try bind(base)
+            for adapter in adapters { adapter.initializeMagnitude() }
+        }
     }
 
     /// New adapters on `targets` of blocks `layers`, with the rank, alpha, dropout and rsLoRA of `config`
     /// (its `target_modules` and `layers_to_transform` are replaced by these).
     public convenience init(config: LoRAConfig, targets: [Projection], layers: [Int], dims: ModelDimensions,
-                            initialization: AdapterInitialization = .kaiming, seed: UInt64 = 0) throws {
+                            initialization: AdapterInitialization = .kaiming, seed: UInt64 = 0,
+                            base: LlamaWeights? = nil) throws {
         guard !targets.isEmpty else { throw LoRAKitError("no target projections given: the adapter would be empty") }
         guard !layers.isEmpty else { throw LoRAKitError("no layers given: the adapter would be empty") }
         if let bad = layers.first(where: { $0 < 0 || $0 >= dims.layers }) {
@@ -60,7 +89,7 @@ public final class AdapterSet {
         let distinct = Set(layers).sorted()
         config.layersToTransform = distinct == Array(0..<dims.layers) ? nil : distinct
         config.initLoraWeights = initialization.configValue
-        try self.init(config: config, dims: dims, initialization: initialization, seed: seed)
+        try self.init(config: config, dims: dims, initialization: initialization, seed: seed, base: base)
     }
 
     /// Zero adapters on `sites`; the dropout generators are seeded from `seed`.
@@ -74,7 +103,13 @@ public final class AdapterSet {
             let f = site.projection.features(dims)
             shapes.append(([rank, f.inFeatures], [f.outFeatures, rank]))
         }
-        let total = shapes.reduce(0) { $0 + $1.a.reduce(1, *) + $1.b.reduce(1, *) }
+        let dora = config.useDora
+        // DoRA adds one magnitude per output feature (B's rows) after each B.
+        var total = 0
+        for shape in shapes {
+            let perAdapter: Int = shape.a[0] * shape.a[1] + shape.b[0] * shape.b[1]
+            total += perAdapter + (dora ? shape.b[0] : 0)
+        }
         parameters = Tensor(shape: [total])
         gradients = Tensor(shape: [total])
         // The dropout streams do not depend on the initialisation, so a loaded and a new set with the same seed
@@ -87,14 +122,17 @@ public final class AdapterSet {
             func view(_ base: Tensor, _ shape: [Int], at offset: Int) -> Tensor {
                 Tensor(borrowing: base.data + offset, shape: shape, owner: base)
             }
-            let aCount = shape.a.reduce(1, *), bCount = shape.b.reduce(1, *)
+            let aCount = shape.a.reduce(1, *), bCount = shape.b.reduce(1, *), mCount = dora ? shape.b[0] : 0
+            let mOffset = offset + aCount + bCount
             adapters.append(LoRALinear(
                 site: site,
                 a: view(parameters, shape.a, at: offset), b: view(parameters, shape.b, at: offset + aCount),
                 aGradient: view(gradients, shape.a, at: offset), bGradient: view(gradients, shape.b, at: offset + aCount),
                 scale: config.scale(for: site.moduleName), dropout: Float(config.loraDropout),
-                dropoutSeed: seeds.next(), scratch: scratch))
-            offset += aCount + bCount
+                dropoutSeed: seeds.next(), scratch: scratch,
+                magnitude: dora ? view(parameters, [mCount], at: mOffset) : nil,
+                magnitudeGradient: dora ? view(gradients, [mCount], at: mOffset) : nil))
+            offset += aCount + bCount + mCount
         }
         self.adapters = adapters
         bySite = Dictionary(uniqueKeysWithValues: adapters.map { ($0.site, $0) })
@@ -112,6 +150,8 @@ public final class AdapterSet {
             case .gaussian:
                 rng.fillNormal(adapter.a.data, count: adapter.a.count, std: 1 / Float(adapter.rank))
                 adapter.b.zero()
+            case .pissa:
+                preconditionFailure("PiSSA is initialised from the base weights, not from a generator")
             case .random:
                 let bBound = 1 / Float(adapter.rank).squareRoot()
                 rng.fillUniform(adapter.a.data, count: adapter.a.count, low: -aBound, high: aBound)
@@ -122,12 +162,24 @@ public final class AdapterSet {
 
     // MARK: use
 
-    /// Adds every adapter to `model`'s projections (after any adapters already there).
+    /// Adds every adapter to `model`'s projections (after any adapters already there); DoRA adapters are bound to
+    /// the model's frozen weights, which they normalise.
     public func attach(to model: LlamaModel) throws {
-        guard model.dims == dims else {
-            throw LoRAKitError("adapter does not fit the model: it was built for \(Self.describe(dims)), the model is \(Self.describe(model.dims))")
-        }
+        try bind(model.weights)
         for adapter in adapters { model.attach(adapter, layer: adapter.site.layer, projection: adapter.site.projection) }
+    }
+
+    /// True when the set is DoRA (`use_dora`): every adapter has a magnitude.
+    public var isDoRA: Bool { config.useDora }
+
+    /// Binds DoRA adapters to their base projections in `weights` (plain LoRA needs no base).
+    public func bind(_ weights: LlamaWeights) throws {
+        guard weights.dims == dims else {
+            throw LoRAKitError("adapter does not fit the model: it was built for \(Self.describe(dims)), the model is \(Self.describe(weights.dims))")
+        }
+        for adapter in adapters where adapter.isDoRA {
+            adapter.bindBase(weights.layers[adapter.site.layer].projection(adapter.site.projection))
+        }
     }
 
     /// The adapter on `projection` of block `layer`, if the set has one.
@@ -138,7 +190,7 @@ public final class AdapterSet {
     /// Sets every gradient to zero (once per optimizer step; the backward accumulates).
     public func zeroGradients() { gradients.zero() }
 
-    /// Number of trainable values (all A and B).
+    /// Number of trainable values (all A and B, and DoRA magnitudes).
     public var trainableCount: Int { parameters.count }
 
     /// True when every B is zero, i.e. the set does not change the model (worth a warning after training).
@@ -147,7 +199,8 @@ public final class AdapterSet {
     }
 
     /// The merged update s·B·A ([out, in], multiplier included) of `projection` in block `layer`, or nil when the
-    /// set has no adapter there.
+    /// set has no adapter there. For DoRA it is c ⊙ (W + s·B·A) − W and needs the set bound to its base (`bind`,
+    /// `attach`); for a PiSSA set it is the update of the residual base (`trainingBase`).
     public func deltaWeight(layer: Int, projection: Projection) -> Tensor? {
         adapter(layer: layer, projection: projection)?.deltaWeight()
     }
@@ -176,12 +229,21 @@ public final class AdapterSet {
         }
         var tensors: [(name: String, tensor: Tensor)] = []
         for adapter in adapters {
+            if let initial = pissaInitial {
+                // PiSSA: [A; A₀] and [B, −B₀], a rank-2r LoRA for the original base (PiSSA.swift).
+                let (a0, b0) = initialTensors(of: adapter, in: initial)
+                let (a, b) = PiSSA.convertedTensors(adapter, a0: a0, b0: b0)
+                tensors.append((adapter.site.tensorNameA, a))
+                tensors.append((adapter.site.tensorNameB, b))
+                continue
+            }
             tensors.append((adapter.site.tensorNameA, adapter.a))
             tensors.append((adapter.site.tensorNameB, adapter.b))
+            if let magnitude = adapter.magnitude { tensors.append((adapter.site.tensorNameMagnitude, magnitude)) }
         }
         try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"],
                                     to: LoRAConfig.joinPath(directory, Self.weightsFileName))
-        var written = config
+        var written = pissaInitial == nil ? config : PiSSA.convertedConfig(config)
         written.inferenceMode = true   // as PEFT's save_pretrained
         if let baseModelPath { written.baseModelNameOrPath = baseModelPath }
         try written.write(to: directory)
@@ -206,7 +268,9 @@ public final class AdapterSet {
     ///
     /// Every tensor is checked against the base before use; the adapter is refused when its config targets a
     /// module the base does not have, when a tensor is missing, has another shape, disagrees with `r`, or when
-    /// the file holds tensors LoRAKit would ignore (embeddings, biases, DoRA magnitudes …).
+    /// the file holds tensors LoRAKit would ignore (embeddings, biases, DoRA magnitudes of a non-DoRA config …).
+    /// A DoRA adapter (`use_dora`) also needs `lora_magnitude_vector` [out] for every module; before it computes
+    /// anything it must be attached to (or bound to) the base it was trained on.
     public static func load(directory: String, dims: ModelDimensions, seed: UInt64 = 0) throws -> AdapterSet {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) else {
@@ -232,11 +296,15 @@ public final class AdapterSet {
         let file = try SafeTensorsFile(path: weightsPath)
         let set = try AdapterSet(config: config, sites: sites, dims: dims, seed: seed)
 
-        let expected = Set(set.adapters.flatMap { [$0.site.tensorNameA, $0.site.tensorNameB] })
+        let expected = Set(set.adapters.flatMap {
+            [$0.site.tensorNameA, $0.site.tensorNameB] + ($0.isDoRA ? [$0.site.tensorNameMagnitude] : [])
+        })
         let unused = file.names.filter { !expected.contains($0) }
         if !unused.isEmpty {
             let shown = unused.prefix(4).joined(separator: ", ") + (unused.count > 4 ? " and \(unused.count - 4) more" : "")
-            throw LoRAKitError.file(weightsPath, "holds tensors LoRAKit does not use: \(shown) (only lora_A and lora_B weights of the modules adapter_config.json targets are read)")
+            let hint = unused.contains { $0.hasSuffix(".lora_magnitude_vector") } && !config.useDora
+                ? "; DoRA magnitudes belong to an adapter whose adapter_config.json has use_dora: true" : ""
+            throw LoRAKitError.file(weightsPath, "holds tensors LoRAKit does not use: \(shown) (only lora_A and lora_B weights, and lora_magnitude_vector with use_dora, of the modules adapter_config.json targets are read)\(hint)")
         }
         for adapter in set.adapters {
             let module = adapter.site.moduleName
@@ -262,6 +330,20 @@ public final class AdapterSet {
                 }
                 target.copy(from: values)
             }
+            if let magnitude = adapter.magnitude {
+                let name = adapter.site.tensorNameMagnitude
+                guard let info = file.info(name) else {
+                    throw LoRAKitError.file(weightsPath, "has no tensor \(name), which use_dora in adapter_config.json needs for \(module)")
+                }
+                guard info.shape == magnitude.shape else {
+                    throw LoRAKitError.file(weightsPath, "tensor \(name) has shape \(info.shape), the base needs \(magnitude.shape)")
+                }
+                let values = try file.tensor(name)
+                for i in 0..<values.count where !values[i].isFinite {
+                    throw LoRAKitError.file(weightsPath, "tensor \(name) holds a non-finite value (\(values[i])) at index \(i)")
+                }
+                magnitude.copy(from: values)
+            }
         }
         return set
     }
@@ -283,20 +365,5 @@ public final class AdapterSet {
 
     private static func describe(_ d: ModelDimensions) -> String {
         "\(d.layers) layers, hidden \(d.dim), q \(d.qDim), kv \(d.kvDim), ffn \(d.ffnDim)"
-    }
-}
-
-extension AdapterSet {
-    /// Loads each `--adapter DIR[:WEIGHT]` for `model` and attaches it; the adapters' outputs add up.
-    @discardableResult
-    public static func attachAll(_ arguments: [String], to model: LlamaModel) throws -> [AdapterSet] {
-        try arguments.map { argument in
-            let (directory, weight) = try parseAdapterArgument(argument)
-            let set = try load(directory: directory, dims: model.dims)
-            set.multiplier = weight
-            set.trainable = false
-            try set.attach(to: model)
-            return set
-        }
     }
 }

@@ -33,6 +33,10 @@ public enum AdapterCombination {
         for (i, set) in sets.enumerated() where set.dims != dims {
             throw LoRAKitError("\(name(i)) was built for another base model than \(name(0)) (\(set.dims.layers) vs \(dims.layers) layers, hidden \(set.dims.dim) vs \(dims.dim))")
         }
+        if let bad = sets.firstIndex(where: \.isDoRA) {
+            // PEFT's add_weighted_adapter has no rule for magnitudes either: combining them would be made up.
+            throw LoRAKitError("\(name(bad)) is a DoRA adapter (use_dora): combining DoRA magnitudes is not supported; merge it into the base with `lora merge` instead")
+        }
         if let bad = weights.firstIndex(where: { !$0.isFinite }) { throw LoRAKitError("the weight of \(name(bad)) is not finite") }
         let method = sets.count == 1 ? .linear : requested
         let maxRanks = sets.map { set in ([set.config.r] + Array(set.config.rankPattern.values)).max() ?? set.config.r }

@@ -19,6 +19,8 @@ public struct AdapterSite: Equatable, Hashable, Sendable, Comparable {
     /// The tensor names in `adapter_model.safetensors`: `base_model.model.<module>.lora_A.weight` and `…lora_B.weight`.
     public var tensorNameA: String { "base_model.model.\(moduleName).lora_A.weight" }
     public var tensorNameB: String { "base_model.model.\(moduleName).lora_B.weight" }
+    /// DoRA's magnitude, [out]: `base_model.model.<module>.lora_magnitude_vector` (PEFT drops `.default.weight`).
+    public var tensorNameMagnitude: String { "base_model.model.\(moduleName).lora_magnitude_vector" }
 
     public static func < (a: AdapterSite, b: AdapterSite) -> Bool {
         a.layer != b.layer ? a.layer < b.layer : a.projection < b.projection
@@ -28,7 +30,8 @@ public struct AdapterSite: Equatable, Hashable, Sendable, Comparable {
 /// PEFT's `adapter_config.json` for a LoRA adapter (DESIGN §2).
 ///
 /// Reading ignores keys LoRAKit does not know, but refuses keys that are set to something that would make PEFT
-/// compute a different model (DoRA, biases, modules to save, …): silently dropping them would give wrong outputs.
+/// compute a different model (biases, modules to save, …): silently dropping them would give wrong outputs.
+/// `use_dora` is read and written: a DoRA adapter also carries `lora_magnitude_vector` tensors (DoRA.swift).
 /// Writing uses sorted keys and PEFT's names, so PEFT loads the result.
 public struct LoRAConfig: Codable, Equatable, Sendable {
     /// `target_modules`: a list of module names (matched as dotted suffixes), or one string.
@@ -105,7 +108,7 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
                 targetModules: TargetModules = .list(["q_proj", "v_proj"]), useRslora: Bool = false,
                 rankPattern: [String: Int] = [:], alphaPattern: [String: Double] = [:],
                 layersToTransform: [Int]? = nil, initLoraWeights: InitLoRAWeights = .flag(true),
-                inferenceMode: Bool = false, baseModelNameOrPath: String? = nil) {
+                inferenceMode: Bool = false, baseModelNameOrPath: String? = nil, useDora: Bool = false) {
         self.peftType = "LORA"
         self.taskType = "CAUSAL_LM"
         self.r = r
@@ -114,7 +117,7 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
         self.targetModules = targetModules
         self.bias = "none"
         self.useRslora = useRslora
-        self.useDora = false
+        self.useDora = useDora
         self.rankPattern = rankPattern
         self.alphaPattern = alphaPattern
         self.layersToTransform = layersToTransform
@@ -125,10 +128,10 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
 
     /// A configuration for `targets` on `layers` (nil = all blocks), as `lora finetune` builds it.
     public init(targets: [Projection], layers: [Int]?, r: Int, loraAlpha: Double, loraDropout: Double = 0,
-                useRslora: Bool = false, initLoraWeights: InitLoRAWeights = .flag(true)) {
+                useRslora: Bool = false, initLoraWeights: InitLoRAWeights = .flag(true), useDora: Bool = false) {
         self.init(r: r, loraAlpha: loraAlpha, loraDropout: loraDropout,
                   targetModules: .list(targets.sorted().map(\.hfName)), useRslora: useRslora,
-                  layersToTransform: layers, initLoraWeights: initLoraWeights)
+                  layersToTransform: layers, initLoraWeights: initLoraWeights, useDora: useDora)
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
@@ -229,7 +232,6 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
         guard peftType == "LORA" else {
             throw LoRAKitError("peft_type is \"\(peftType)\"; LoRAKit loads LORA adapters only")
         }
-        if useDora { throw LoRAKitError("DoRA adapters are not supported yet (use_dora is true)") }
         guard r > 0 else { throw LoRAKitError("r is \(r), expected a positive rank") }
         guard loraAlpha > 0, loraAlpha.isFinite else {
             throw LoRAKitError("lora_alpha is \(loraAlpha), expected a positive number")
@@ -283,8 +285,9 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
         case .flag(true): return .kaiming
         case .flag(false): return .random
         case .method(let name) where name.lowercased() == "gaussian": return .gaussian
+        case .method(let name) where name.lowercased() == "pissa": return .pissa
         case .method(let name):
-            throw LoRAKitError("init_lora_weights \"\(name)\" is not supported yet (supported: true, false, \"gaussian\"); methods such as PiSSA change the base weights too")
+            throw LoRAKitError("init_lora_weights \"\(name)\" is not supported yet (supported: true, false, \"gaussian\", \"pissa\" for new adapters); methods such as OLoRA change the base weights too")
         }
     }
 
@@ -380,6 +383,10 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
             throw LoRAKitError.file(path, "is not valid JSON: \(error.localizedDescription)")
         }
         do { try config.validate() } catch let error as LoRAKitError { throw LoRAKitError.file(path, error.message) }
+        if case .method(let name) = config.initLoraWeights, name.lowercased().hasPrefix("pissa") {
+            // PEFT rebuilds the residual base at load by an SVD; LoRAKit only reads the converted form.
+            throw LoRAKitError.file(path, "init_lora_weights is \"\(name)\": this adapter applies to PiSSA's residual base, not to the model; save it from PEFT with save_pretrained(path_initial_model_for_weight_conversion=...) (a plain LoRA adapter for the original base), as lora finetune --init pissa does")
+        }
         return config
     }
 
@@ -432,6 +439,9 @@ public enum AdapterInitialization: String, Sendable, CaseIterable {
     /// `init_lora_weights: false`: A and B both as a fresh `nn.Linear` (U(−1/√fan_in, 1/√fan_in)), so the
     /// adapter changes the model from the start (PEFT uses this for tests).
     case random
+    /// `init_lora_weights: "pissa"`: A and B from the top-r singular triplets of the base weight, which is replaced
+    /// by its residual during training (see PiSSA.swift); needs the base weights.
+    case pissa
 
     /// The config value PEFT writes for this initialisation.
     public var configValue: LoRAConfig.InitLoRAWeights {
@@ -439,6 +449,7 @@ public enum AdapterInitialization: String, Sendable, CaseIterable {
         case .kaiming: return .flag(true)
         case .gaussian: return .method("gaussian")
         case .random: return .flag(false)
+        case .pissa: return .method("pissa")
         }
     }
 }

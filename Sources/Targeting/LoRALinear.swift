@@ -3,6 +3,9 @@ import Tensors
 
 /// One LoRA adapter on one projection: `out += s · B (A (dropout(x)))`, PEFT's `lora_A` / `lora_B`.
 ///
+/// With a `magnitude` it is a DoRA adapter (PEFT's `use_dora`, see DoRA.swift): the projection becomes
+/// `m ⊙ (W + s·B·A) x / ‖W + s·B·A‖` row by row, which needs the frozen base weight W (`bindBase`).
+///
 /// A is `[r, in]` and B is `[out, r]`, views into the flat parameter buffer of the `AdapterSet` that owns
 /// them; their gradients are views into its flat gradient buffer. For N rows: x is (N, in), h = dropout(x) Aᵀ
 /// is (N, r), out is (N, out). Every product is one GEMM over the whole panel of rows.
@@ -30,27 +33,47 @@ public final class LoRALinear: ProjectionDelta {
     public let b: Tensor            // (out, r)
     public let aGradient: Tensor    // (r, in)
     public let bGradient: Tensor    // (out, r)
+    /// DoRA's magnitude m (PEFT's `lora_magnitude_vector`), (out); nil for a plain LoRA adapter.
+    public let magnitude: Tensor?
+    /// The gradient of `magnitude`, (out).
+    public let magnitudeGradient: Tensor?
+    /// The frozen base weight W, (out, in), that DoRA normalises; set when the adapter is attached to a model.
+    public internal(set) var baseWeight: Tensor?
+    /// DoRA's per-forward buffers; nil for plain LoRA.
+    let dora: DoRABuffers?
 
     /// Scratch for (N, in) panels, shared by the adapters of one set (they run one after another).
     let scratch: LoRAScratch
     private var capacity = 0
-    private var h = Tensor(shape: [0])          // (N, r) dropout(x) Aᵀ, kept for the backward
-    private var dH = Tensor(shape: [0])         // (N, r)
-    private var keepMask: [UInt8] = []          // (N, in) 1 where dropout kept the input, kept for the backward
-    private var lastRows = 0
-    private var lastUsedDropout = false
+    // Internal rather than private: DoRA.swift's forward and backward share them.
+    var h = Tensor(shape: [0])          // (N, r) dropout(x) Aᵀ, kept for the backward
+    var dH = Tensor(shape: [0])         // (N, r)
+    var keepMask: [UInt8] = []          // (N, in) 1 where dropout kept the input, kept for the backward
+    var lastRows = 0
+    var lastUsedDropout = false
 
     /// The output scale actually applied: `scale · multiplier`.
     public var effectiveScale: Float { scale * multiplier }
 
-    /// An adapter over views `a`, `b` and their gradients, which must have shapes [r, in], [out, r].
+    /// True for a DoRA adapter (it has a magnitude vector).
+    public var isDoRA: Bool { magnitude != nil }
+
+    /// An adapter over views `a`, `b` and their gradients, which must have shapes [r, in], [out, r]; with
+    /// `magnitude` and `magnitudeGradient` (both [out]) a DoRA adapter.
     /// `scratch` may be shared with other adapters that never run at the same time.
     public init(site: AdapterSite, a: Tensor, b: Tensor, aGradient: Tensor, bGradient: Tensor, scale: Float,
-                dropout: Float, dropoutSeed: UInt64, scratch: LoRAScratch = LoRAScratch()) {
+                dropout: Float, dropoutSeed: UInt64, scratch: LoRAScratch = LoRAScratch(),
+                magnitude: Tensor? = nil, magnitudeGradient: Tensor? = nil) {
         precondition(a.shape.count == 2 && b.shape.count == 2 && a.shape[0] == b.shape[1],
                      "LoRALinear: A \(a.shape) and B \(b.shape) do not chain")
         precondition(aGradient.shape == a.shape && bGradient.shape == b.shape, "LoRALinear: gradient shapes")
         precondition(dropout >= 0 && dropout < 1, "LoRALinear: dropout \(dropout) outside [0, 1)")
+        precondition((magnitude == nil) == (magnitudeGradient == nil), "LoRALinear: magnitude without its gradient")
+        precondition(magnitude.map { $0.shape == [b.shape[0]] } ?? true, "LoRALinear: magnitude shape")
+        precondition(magnitudeGradient.map { $0.shape == [b.shape[0]] } ?? true, "LoRALinear: magnitude gradient shape")
+        self.magnitude = magnitude
+        self.magnitudeGradient = magnitudeGradient
+        self.dora = magnitude == nil ? nil : DoRABuffers(outFeatures: b.shape[0])
         self.site = site
         self.rank = a.shape[0]
         self.inFeatures = a.shape[1]
@@ -63,16 +86,21 @@ public final class LoRALinear: ProjectionDelta {
         self.scratch = scratch
     }
 
-    private func reserve(rows: Int) {
-        if rows <= capacity { return }
-        capacity = rows
-        h = Tensor(shape: [rows, rank])
-        dH = Tensor(shape: [rows, rank])
-        if dropout > 0 { keepMask = [UInt8](repeating: 0, count: rows * inFeatures) }
+    func reserve(rows: Int) {
+        if rows > capacity {
+            capacity = rows
+            h = Tensor(shape: [rows, rank])
+            dH = Tensor(shape: [rows, rank])
+        }
+        // Checked apart from the capacity: `dropout` may be raised after a forward without it (a loaded adapter
+        // set to the run's dropout).
+        if dropout > 0 && keepMask.count < capacity * inFeatures {
+            keepMask = [UInt8](repeating: 0, count: capacity * inFeatures)
+        }
     }
 
     /// xd[N, in] = x ⊙ mask / (1−p): the dropped-out input, rebuilt from the kept mask.
-    private func applyMask(out xd: UnsafeMutablePointer<Float>, input x: UnsafePointer<Float>, rows: Int) {
+    func applyMask(out xd: UnsafeMutablePointer<Float>, input x: UnsafePointer<Float>, rows: Int) {
         let kept = 1 / (1 - dropout), inF = inFeatures
         keepMask.withUnsafeBufferPointer { m in
             parallelFor(rows, minChunk: 64) { range in
@@ -83,21 +111,10 @@ public final class LoRALinear: ProjectionDelta {
 
     /// out[N, out] += s · (dropout(x) Aᵀ) Bᵀ; dropout only when `training`.
     public func forward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, rows: Int, training: Bool) {
-        reserve(rows: rows)
-        lastRows = rows
-        lastUsedDropout = training && dropout > 0
-        var x = input
-        if lastUsedDropout {
-            // Inverted dropout as PyTorch: keep with probability 1−p, scale kept values by 1/(1−p).
-            let count = rows * inFeatures, keep = 1 - dropout
-            var rng = dropoutRNG
-            keepMask.withUnsafeMutableBufferPointer { m in
-                for i in 0..<count { m[i] = rng.nextUniform() < keep ? 1 : 0 }
-            }
-            dropoutRNG = rng
-            let xd = scratch.reserve(count)
-            applyMask(out: xd, input: input, rows: rows)
-            x = UnsafePointer(xd)
+        let x = prepareInput(input, rows: rows, training: training)
+        if let dora {
+            doraForward(dora, out: out, input: x, rows: rows)
+            return
         }
         // h = x Aᵀ: (N, in)·(in, r) -> (N, r)
         GEMM.linear(out: h.data, input: x, weight: a.data, rows: rows, inFeatures: inFeatures, outFeatures: rank)
@@ -106,11 +123,34 @@ public final class LoRALinear: ProjectionDelta {
                    a: h.data, lda: rank, b: b.data, ldb: rank, beta: 1, c: out, ldc: outFeatures)
     }
 
+    /// Draws the dropout mask (when `training` and dropout > 0) and returns the input the adapter sees: `input`
+    /// itself, or the dropped-out input in the scratch panel.
+    func prepareInput(_ input: UnsafePointer<Float>, rows: Int, training: Bool) -> UnsafePointer<Float> {
+        reserve(rows: rows)
+        lastRows = rows
+        lastUsedDropout = training && dropout > 0
+        guard lastUsedDropout else { return input }
+        // Inverted dropout as PyTorch: keep with probability 1−p, scale kept values by 1/(1−p).
+        let count = rows * inFeatures, keep = 1 - dropout
+        var rng = dropoutRNG
+        keepMask.withUnsafeMutableBufferPointer { m in
+            for i in 0..<count { m[i] = rng.nextUniform() < keep ? 1 : 0 }
+        }
+        dropoutRNG = rng
+        let xd = scratch.reserve(count)
+        applyMask(out: xd, input: input, rows: rows)
+        return UnsafePointer(xd)
+    }
+
     /// Backward of the last `forward` (same `input`): dB += s·dOutᵀ h, dh = s·dOut B, dA += dhᵀ dropout(x),
     /// dInput += mask ⊙ (dh A) / (1−p). Accumulates into the gradients and `dInput`.
     public func backward(dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
                          rows: Int) {
         precondition(rows == lastRows, "LoRALinear.backward over \(rows) rows after a forward over \(lastRows)")
+        if let dora {
+            doraBackward(dora, dInput: dInput, dOut: dOut, input: input, rows: rows)
+            return
+        }
         let s = effectiveScale
         if trainable {
             // out += s · h Bᵀ  =>  dB (out, r) += s · dOutᵀ (out, N) · h (N, r)
@@ -149,8 +189,10 @@ public final class LoRALinear: ProjectionDelta {
         }
     }
 
-    /// The merged weight update s·B·A, [out, in] (what merging adds to the base projection).
+    /// The merged weight update, [out, in] (what merging adds to the base projection): s·B·A, or for DoRA
+    /// c ⊙ (W + s·B·A) − W with c = m / ‖W + s·B·A‖ per row (the base must be bound).
     public func deltaWeight() -> Tensor {
+        if isDoRA { return doraDeltaWeight() }
         let delta = Tensor(shape: [outFeatures, inFeatures])
         // (out, r)·(r, in) -> (out, in)
         GEMM.sgemm(transA: false, transB: false, m: outFeatures, n: inFeatures, k: rank, alpha: effectiveScale,
@@ -164,13 +206,14 @@ public final class LoRALinear: ProjectionDelta {
 /// Adapters run one at a time (the model's forward and backward are sequential), so one buffer sized for the
 /// widest adapter serves them all; it grows only when a call needs more than ever before.
 public final class LoRAScratch {
-    private var buffer = Tensor(shape: [0])
+    /// Slot 0: the (N, in) dropout panel; DoRA also uses slot 1, (N, out), and slot 2, (out, in).
+    private var buffers = [Tensor(shape: [0]), Tensor(shape: [0]), Tensor(shape: [0])]
 
     public init() {}
 
-    /// A pointer to at least `count` floats, valid until the next `reserve` that grows the buffer.
-    func reserve(_ count: Int) -> UnsafeMutablePointer<Float> {
-        if buffer.count < count { buffer = Tensor(shape: [count]) }
-        return buffer.data
+    /// A pointer to at least `count` floats of slot `slot`, valid until the next `reserve` that grows that slot.
+    func reserve(_ count: Int, slot: Int = 0) -> UnsafeMutablePointer<Float> {
+        if buffers[slot].count < count { buffers[slot] = Tensor(shape: [count]) }
+        return buffers[slot].data
     }
 }

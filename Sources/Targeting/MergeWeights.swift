@@ -22,7 +22,8 @@ public enum AdapterMerge {
                 throw LoRAKitError("\(name) was built for another model (\(set.dims.layers) layers, hidden \(set.dims.dim)); the base has \(base.dims.layers) layers, hidden \(base.dims.dim)")
             }
             guard !set.adapters.isEmpty else { throw LoRAKitError("\(name) is empty: it adapts no projection") }
-            if set.allBZero {
+            // A DoRA set with zero B still rescales rows by its magnitudes, so it can change the model.
+            if set.allBZero && !set.isDoRA {
                 throw LoRAKitError("\(name) is empty: every lora_B is zero, so it changes nothing (an untrained adapter?)")
             }
         }
@@ -32,7 +33,7 @@ public enum AdapterMerge {
                 let weight = layer.projection(projection)
                 guard !loras.isEmpty else { return weight }
                 let out = weight.clone()
-                for lora in loras { addDelta(of: lora, to: out) }
+                for lora in loras { addDelta(of: lora, to: out, base: weight) }
                 return out
             }
             return LayerWeights(attentionNorm: layer.attentionNorm, q: merged(.q), k: merged(.k), v: merged(.v),
@@ -44,8 +45,17 @@ public enum AdapterMerge {
     }
 
     /// weight[out, in] += m·s · B (out, r) · A (r, in), in place: one GEMM, no delta buffer.
-    static func addDelta(of lora: LoRALinear, to weight: Tensor) {
+    ///
+    /// A DoRA adapter adds c ⊙ (W + s·B·A) − W with W = `base`, the unmerged projection (its norm is the base's, as
+    /// in the forward, also when other adapters were merged first): alone, the result is PEFT's c ⊙ (W + s·B·A).
+    static func addDelta(of lora: LoRALinear, to weight: Tensor, base: Tensor) {
         precondition(weight.shape == [lora.outFeatures, lora.inFeatures], "merge: \(weight.shape) vs adapter")
+        if lora.isDoRA {
+            lora.bindBase(base)
+            let delta = lora.deltaWeight()
+            for i in 0..<weight.count { weight.data[i] += delta.data[i] }
+            return
+        }
         GEMM.sgemm(transA: false, transB: false, m: lora.outFeatures, n: lora.inFeatures, k: lora.rank,
                    alpha: lora.effectiveScale, a: lora.b.data, lda: lora.rank, b: lora.a.data, ldb: lora.inFeatures,
                    beta: 1, c: weight.data, ldc: lora.inFeatures)
@@ -64,9 +74,7 @@ public enum AdapterMerge {
     public static func logitDifference(base: LlamaWeights, adapters: [AdapterSet], merged: LlamaWeights,
                                        tokens: [Int32]) throws -> (maxDifference: Float, maxLogit: Float) {
         let adapted = LlamaModel(weights: base)
-        for set in adapters {
-            for lora in set.adapters { adapted.attach(lora, layer: lora.site.layer, projection: lora.site.projection) }
-        }
+        for set in adapters { try set.attach(to: adapted) }
         let batch = TokenBatch(sequences: [tokens])
         let expected = try adapted.logits(batch)
         let got = try LlamaModel(weights: merged).logits(batch)

@@ -85,7 +85,9 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "LoRA alpha; the scale is alpha / r (alpha / √r with --rslora).") var alpha: Double = 16
     @Option(help: "Dropout on the adapter's input, in [0, 1).") var dropout: Double = 0.05
     @Flag(help: "Rank-stabilised LoRA: scale alpha / √r.") var rslora = false
-    @Option(name: .customLong("init"), help: "Initialisation of A: kaiming (PEFT's default) or gaussian; B starts at 0.")
+    @Flag(help: "DoRA (PEFT's use_dora): each adapted row rescaled to a trained magnitude, m ⊙ (W + s·B·A) / ‖W + s·B·A‖.")
+    var dora = false
+    @Option(name: .customLong("init"), help: "Initialisation: kaiming (PEFT's default) or gaussian A with B = 0, or pissa (A, B from the top singular vectors of W; trains on the residual; saved as a rank-2r LoRA for the original base).")
     var initialization: String = "kaiming"
     @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
     var template: String = "alpaca"
@@ -113,7 +115,7 @@ struct TrainingOptions: ParsableArguments {
     func options(base: String, data: String, out: String) -> FineTuneOptions {
         var o = FineTuneOptions(base: base, data: data, out: out)
         o.layers = layers; o.rank = rank; o.alpha = alpha; o.dropout = dropout
-        o.rslora = rslora; o.initialization = initialization; o.template = template; o.maskPrompt = maskPrompt
+        o.rslora = rslora; o.dora = dora ? true : nil; o.initialization = initialization; o.template = template; o.maskPrompt = maskPrompt
         o.maxSeqLen = maxSeqLen; o.skipLong = skipLong; o.epochs = epochs; o.steps = steps
         o.batchSize = batchSize; o.gradAccum = gradAccum; o.lr = lr; o.lrSchedule = lrSchedule
         o.warmupSteps = warmupSteps; o.weightDecay = weightDecay; o.maxGradNorm = maxGradNorm

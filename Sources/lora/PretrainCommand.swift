@@ -68,6 +68,6 @@ struct Pretrain: ParsableCommand {
             "corpus: \(train) training tokens, \(validation) held out"
         }, parameterNoun: "parameters")
         let summary = try trainer.run(printer.handle)
-        print(TrainingPrinter.summary(summary, what: "model", validationLabel: "validation loss"))
+        print(TrainingPrinter.summary(summary, what: "model", validationLabel: "best validation loss"))
     }
 }

@@ -108,3 +108,91 @@ final class FinetuneCommandTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: out))
     }
 }
+
+/// `--dora` end to end: training writes PEFT's DoRA layout, checkpoints carry the magnitudes, and unsupported
+/// combinations are refused before any work.
+final class DoRACommandTests: XCTestCase {
+    let gqa = Lora.fixture("models/gqa")
+    let data = Lora.fixture("peft/train3/data.json")
+
+    func testFinetuneDoRAWritesMagnitudesAndTrainsThem() throws {
+        let out = try Lora.temporaryDirectory() + "/run"
+        let run = try Lora.run(["finetune", "--base", gqa, "--data", data, "--out", out, "--steps", "2",
+                                "--batch-size", "2", "--targets", "q,o", "--dora", "--lr", "1e-2", "--save-every", "1"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/adapter_config.json")))
+        XCTAssertEqual((config as? [String: Any])?["use_dora"] as? Bool, true)
+        let name = "base_model.model.model.layers.1.self_attn.o_proj.lora_magnitude_vector"
+        let first = try SafeTensorsFile(path: out + "/checkpoint-1/adapter_model.safetensors").tensor(name)
+        let last = try SafeTensorsFile(path: out + "/adapter_model.safetensors").tensor(name)
+        XCTAssertEqual(last.shape, [32])
+        XCTAssertNotEqual(first.array, last.array, "the magnitudes are trained")
+        XCTAssertEqual(try Lora.run(["finetune", "--resume", out]).status, 0)
+
+        // The adapter runs in forward and merges (merge checks itself against base + adapter).
+        let ids = "1,17,42,99"
+        let forward = try Lora.run(["forward", "--base", gqa, "--adapter", out, "--ids", ids, "--out", out + "/l.st"])
+        XCTAssertEqual(forward.status, 0, forward.stderr)
+        let merge = try Lora.run(["merge", "--base", gqa, "--adapter", out, "--out", out + "/merged", "--format", "hf"])
+        XCTAssertEqual(merge.status, 0, merge.stderr)
+        assertCleanFailure(try Lora.run(["export-adapter", "--adapter", out, "--base", gqa, "--out", out + "/a.gguf"]),
+                           mentions: "DoRA")
+    }
+
+    func testDoRARefusesPlainInitAdapter() throws {
+        let out = try Lora.temporaryDirectory() + "/run"
+        assertCleanFailure(try Lora.run(["finetune", "--base", gqa, "--data", data, "--out", out, "--steps", "1",
+                                         "--dora", "--init-adapter", Lora.fixture("peft/lora-qv")]),
+                           mentions: "--dora")
+    }
+
+    func testForwardWithPEFTDoRAAdapterMatchesPEFT() throws {
+        let root = Lora.fixture("dora/dora-mixed")
+        let expected = try SafeTensorsFile(path: root + "/expected.safetensors")
+        let ids = try expected.tensor("ids").array.map { String(Int($0)) }.joined(separator: ",")
+        let out = try Lora.temporaryDirectory() + "/logits.st"
+        let run = try Lora.run(["forward", "--base", gqa, "--adapter", root, "--ids", ids, "--out", out])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let got = try SafeTensorsFile(path: out).tensor("logits"), want = try expected.tensor("logits")
+        var worst: Float = 0
+        for i in 0..<want.count { worst = max(worst, abs(got[i] - want[i])) }
+        XCTAssertLessThan(worst, 1e-4)
+    }
+}
+
+/// `--init pissa` end to end: the saved adapter is the rank-2r LoRA for the original base, a resumed run ends with
+/// the same bytes as an uninterrupted one, and combinations PiSSA cannot serve are refused.
+final class PiSSACommandTests: XCTestCase {
+    let gqa = Lora.fixture("models/gqa")
+    let data = Lora.fixture("peft/train3/data.json")
+
+    func testPiSSARunSavesConvertedAdapterAndResumesExactly() throws {
+        let out = try Lora.temporaryDirectory() + "/run"
+        let run = try Lora.run(["finetune", "--base", gqa, "--data", data, "--out", out, "--steps", "3",
+                                "--batch-size", "2", "--targets", "q,v", "--rank", "4", "--alpha", "8",
+                                "--init", "pissa", "--lr", "1e-3", "--dropout", "0.1", "--save-every", "1"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/adapter_config.json"))) as? [String: Any]
+        XCTAssertEqual(config?["r"] as? Int, 8)
+        XCTAssertEqual(config?["lora_alpha"] as? Int, 16)
+        XCTAssertEqual(config?["init_lora_weights"] as? Bool, true)
+        let final = try Data(contentsOf: URL(fileURLWithPath: out + "/adapter_model.safetensors"))
+        // Back to the state after step 2, then resume: A₀ and B₀ come from the checkpoint's converted adapter.
+        try FileManager.default.removeItem(atPath: out + "/checkpoint-3")
+        try FileManager.default.removeItem(atPath: out + "/adapter_model.safetensors")
+        let resumed = try Lora.run(["finetune", "--resume", out])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out + "/adapter_model.safetensors")), final)
+        // A plain LoRA for the original base: merge takes it as it is.
+        let merge = try Lora.run(["merge", "--base", gqa, "--adapter", out, "--out", out + "/merged", "--format", "hf"])
+        XCTAssertEqual(merge.status, 0, merge.stderr)
+    }
+
+    func testPiSSARefusals() throws {
+        let out = try Lora.temporaryDirectory() + "/run"
+        let common = ["finetune", "--base", gqa, "--data", data, "--out", out, "--steps", "1", "--init", "pissa"]
+        assertCleanFailure(try Lora.run(common + ["--init-adapter", Lora.fixture("peft/lora-qv")]), mentions: "--init-adapter")
+        assertCleanFailure(try Lora.run(common + ["--dora"]), mentions: "--dora")
+        assertCleanFailure(try Lora.run(common + ["--targets", "v", "--rank", "20"]), mentions: "min(in, out)")
+    }
+}

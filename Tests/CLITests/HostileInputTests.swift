@@ -260,6 +260,14 @@ final class HostileInputTests: XCTestCase {
             HostileCase(id: "A14", arguments: forward(base: Lora.fixture("models/headdim")) + ["--adapter", qv], needle: "lora_"),
             HostileCase(id: "A15", arguments: base + ["--adapter", qv + ":heavy"], needle: "heavy"),
             HostileCase(id: "A16", arguments: finetune(["--init-adapter", path("no-such-adapter")]), needle: "no-such-adapter"),
+            HostileCase(id: "A17", arguments: base + ["--adapter", try adapter("pissa-unconverted", config: ["init_lora_weights": "pissa"])],
+                        needle: "path_initial_model_for_weight_conversion"),
+            HostileCase(id: "A18", arguments: base + ["--adapter", try copy(Lora.fixture("dora/dora-mixed"), as: "dora-flag-off") { directory in
+                            let file = directory + "/adapter_config.json"
+                            var config = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file))) as? [String: Any])
+                            config["use_dora"] = false
+                            try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: file))
+                        }], needle: "use_dora: true"),
         ]
     }
 
@@ -345,11 +353,18 @@ final class HostileInputTests: XCTestCase {
             HostileCase(id: "O16", arguments: finetune(["--quantize", "int3"]), needle: "choices: none, nf4"),
             HostileCase(id: "O17", arguments: forward(base: nanProjection, ["--ids", "1,2", "--quantize", "nf4"]),
                         needle: "model.layers.1.mlp.up_proj.weight: element 7 is nan"),
-            HostileCase(id: "O20", arguments: finetune(["--adalora", "--rank", "8", "--target-rank", "9"]),
+            HostileCase(id: "O18", arguments: finetune(["--dora", "--init-adapter", Self.adapter]), needle: "--dora"),
+            HostileCase(id: "O19", arguments: finetune(["--init", "pissa", "--init-adapter", Self.adapter]), needle: "--init-adapter"),
+            HostileCase(id: "O20", arguments: finetune(["--init", "pissa", "--targets", "v", "--rank", "20"]), needle: "min(in, out)"),
+            HostileCase(id: "O21", arguments: ["export-adapter", "--adapter", Lora.fixture("dora/dora-mixed"), "--base", Self.gqa,
+                                               "--out", Self.out], needle: "llama.cpp"),
+            HostileCase(id: "O22", arguments: finetune(["--adalora", "--rank", "8", "--target-rank", "9"]),
                         needle: "--target-rank 9 must be below --rank 8"),
-            HostileCase(id: "O21", arguments: finetune(["--adalora"]), needle: "--adalora needs --target-rank"),
-            HostileCase(id: "O22", arguments: finetune(["--adalora", "--target-rank", "2", "--tinit", "3", "--tfinal", "2", "--steps", "4"]),
+            HostileCase(id: "O23", arguments: finetune(["--adalora"]), needle: "--adalora needs --target-rank"),
+            HostileCase(id: "O24", arguments: finetune(["--adalora", "--target-rank", "2", "--tinit", "3", "--tfinal", "2", "--steps", "4"]),
                         needle: "no budgeting phase"),
+            HostileCase(id: "O25", arguments: finetune(["--dora", "--adalora", "--target-rank", "2"]),
+                        needle: "--dora and --adalora do not combine"),
         ]
     }
 

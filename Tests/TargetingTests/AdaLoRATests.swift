@@ -91,6 +91,31 @@ final class AdaLoRATests: XCTestCase {
         for name in file.names { XCTAssertEqual(try second.tensor(name).array, try file.tensor(name).array, name) }
     }
 
+    /// `generate --prompts` switches adapters on one base: AdaLoRA, DoRA and both together must each give what a
+    /// fresh model with the same adapters gives, whatever was attached before.
+    func testAdapterLibrarySwitchesAdaLoRAAndDoRAAdapters() throws {
+        Threads.set(1)
+        let weights = try LlamaWeights.load(directory: Fixtures.model("gqa"))
+        let adaLoRA = Self.adaLoRAFixtures + "/pruned"
+        let dora = Fixtures.root.appendingPathComponent("dora/dora-mixed").path
+        let expected = try SafeTensorsFile(path: adaLoRA + "/expected.safetensors")
+        let batch = TokenBatch(sequences: [try expected.tensor("ids").array.map { Int32($0) }])
+        let library = AdapterLibrary(model: LlamaModel(weights: weights))
+        for arguments in [[adaLoRA], [dora], [adaLoRA + ":0.5", dora], [], [adaLoRA]] {
+            try library.activate(arguments)
+            let got = try library.model.logits(batch)
+            let fresh = LlamaModel(weights: weights)
+            try AdapterDirectory.attachAll(arguments, to: fresh)
+            let want = try fresh.logits(batch)
+            XCTAssertLessThan(maxAbsDifference(got.data, want.data, count: want.count), 1e-6, "\(arguments)")
+            if arguments == [adaLoRA] {
+                let peft = try expected.tensor("logits")
+                XCTAssertLessThan(maxAbsDifference(got.data, peft.data, count: peft.count), 1e-4)
+            }
+        }
+        XCTAssertEqual(library.count, 2)
+    }
+
     // MARK: schedule
 
     /// Budgets and mask flags computed by PEFT's own `RankAllocator.budget_schedule` for these settings.

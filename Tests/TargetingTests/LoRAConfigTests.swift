@@ -148,7 +148,6 @@ final class LoRAConfigTests: XCTestCase {
     func testBadConfigsAreErrors() throws {
         assertError(["adapter_config.json", "peft_type is \"IA3\"", "LORA"]) { try load { $0["peft_type"] = "IA3" } }
         assertError(["adapter_config.json", "no peft_type"]) { try load { $0["peft_type"] = nil } }
-        assertError(["DoRA adapters are not supported yet"]) { try load { $0["use_dora"] = true } }
         assertError(["r is 0"]) { try load { $0["r"] = 0 } }
         assertError(["lora_alpha is -1"]) { try load { $0["lora_alpha"] = -1 } }
         assertError(["lora_dropout is 1", "[0, 1)"]) { try load { $0["lora_dropout"] = 1.0 } }
@@ -161,7 +160,8 @@ final class LoRAConfigTests: XCTestCase {
         assertError(["rank_pattern", "o_proj", "rank 0"]) { try load { $0["rank_pattern"] = ["o_proj": 0] } }
         assertError(["rank_pattern key '(q'", "regular expression"]) { try load { $0["rank_pattern"] = ["(q": 2] } }
         assertError(["alpha_pattern", "alpha 0"]) { try load { $0["alpha_pattern"] = ["o_proj": 0] } }
-        assertError(["init_lora_weights \"pissa\" is not supported"]) { try load { $0["init_lora_weights"] = "pissa" } }
+        assertError(["init_lora_weights is \"pissa\"", "path_initial_model_for_weight_conversion"]) { try load { $0["init_lora_weights"] = "pissa" } }
+        assertError(["init_lora_weights \"olora\" is not supported"]) { try load { $0["init_lora_weights"] = "olora" } }
         assertError(["modules_to_save", "not supported"]) { try load { $0["modules_to_save"] = ["lm_head"] } }
         assertError(["lora_bias"]) { try load { $0["lora_bias"] = true } }
         assertError(["exclude_modules"]) { try load { $0["exclude_modules"] = ["k_proj"] } }

@@ -16,6 +16,9 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
     public var alpha: Double = 16
     public var dropout: Double = 0.05
     public var rslora: Bool = false
+    /// DoRA (PEFT's `use_dora`): a trained magnitude per output on top of LoRA. Optional so that run files
+    /// written before the option existed still load (nil = off).
+    public var dora: Bool? = nil
     public var initialization: String = "kaiming"
     public var template: String = "alpaca"
     public var maskPrompt: Bool = true
@@ -58,8 +61,21 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         if rank <= 0 { throw fail("--rank must be positive, got \(rank)") }
         if !(alpha > 0) { throw fail("--alpha must be positive, got \(alpha)") }
         if !(dropout >= 0 && dropout < 1) { throw fail("--dropout must be in [0, 1), got \(dropout)") }
-        if !["kaiming", "gaussian"].contains(initialization) {
-            throw fail("--init must be kaiming or gaussian, got '\(initialization)'")
+        if !["kaiming", "gaussian", "pissa"].contains(initialization) {
+            throw fail("--init must be kaiming, gaussian or pissa, got '\(initialization)'")
+        }
+        if initialization == "pissa" && (quantize ?? "none") != "none" {
+            // PEFT's recipe quantizes the residual after the SVD; LoRAKit does not rebuild an NF4 residual yet.
+            throw fail("--init pissa with --quantize \(quantize ?? "") is not supported: PiSSA changes the base to its residual, which would have to be quantized anew")
+        }
+        if initialization == "pissa" && initAdapter != nil {
+            throw fail("--init pissa initialises a new adapter from the base weights; it cannot start from --init-adapter")
+        }
+        if dora == true {
+            // What DoRA does not combine with, said before any work starts.
+            if initialization != "kaiming" && initialization != "gaussian" {
+                throw fail("--dora works with --init kaiming or gaussian only, got '\(initialization)'")
+            }
         }
         if maxSeqLen < 2 { throw fail("--max-seq-len must be at least 2, got \(maxSeqLen)") }
         if epochs < 1 { throw fail("--epochs must be at least 1, got \(epochs)") }
@@ -80,6 +96,7 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         _ = try quantization
         if let adalora {
             try adalora.validate(initialRank: rank, totalSteps: steps)
+            if dora == true { throw fail("--dora and --adalora do not combine (PEFT's AdaLoRA refuses DoRA)") }
             if rslora { throw fail("--rslora does not apply to --adalora (AdaLoRA scales by alpha / --rank, as PEFT)") }
             if initialization != "kaiming" {
                 throw fail("--init \(initialization) does not apply to --adalora (AdaLoRA starts as PEFT: E = 0, A and B ~ N(0, 0.02²))")

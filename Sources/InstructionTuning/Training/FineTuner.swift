@@ -31,7 +31,6 @@ public final class FineTuner {
         self.options = options
         resumed = resume
         let weights = try LlamaWeights.load(directory: options.base, quantization: try options.quantization)
-        model = LlamaModel(weights: weights)
         tokenizer = try BaseModel.tokenizer(directory: options.base)
         if tokenizer.vocabSize > weights.dims.vocab {
             throw LoRAKitError.file(options.base, "tokenizer.model has \(tokenizer.vocabSize) pieces but the model's vocab_size is \(weights.dims.vocab)")
@@ -69,26 +68,33 @@ public final class FineTuner {
         // checkpoint yet is resumed: it starts over exactly as it started).
         if let adaLoRA = try Self.adaLoRAAdapters(options, dims: weights.dims, totalSteps: totalSteps, resume: resume) {
             adapters = adaLoRA
-        } else if let resume, resume.state != nil {
-            adapters = try AdapterSet.load(directory: resume.directory, dims: weights.dims)
-        } else if let initial = options.initAdapter {
-            adapters = try AdapterSet.load(directory: initial, dims: weights.dims)
+            model = LlamaModel(weights: weights)
         } else {
-            // Every projection has the hidden size on one side, so a larger rank exceeds min(in, out) of each: it
-            // adds no capacity, only memory (and an absurd one would exhaust it).
-            guard options.rank <= weights.dims.dim else {
-                throw LoRAKitError("--rank \(options.rank) is larger than the model's hidden size \(weights.dims.dim); a LoRA rank above min(in, out) of a projection adds nothing")
+            let lora: AdapterSet
+            if let resume, resume.state != nil, options.initialization == "pissa" {
+                // The checkpoint holds the converted adapter; A₀ and B₀ in it give back the residual base.
+                lora = try AdapterSet.resumePiSSA(directory: resume.directory, config: try Self.newAdapterConfig(options, weights),
+                                                  dims: weights.dims)
+            } else if let resume, resume.state != nil {
+                lora = try AdapterSet.load(directory: resume.directory, dims: weights.dims)
+            } else if let initial = options.initAdapter {
+                lora = try AdapterSet.load(directory: initial, dims: weights.dims)
+                if options.dora == true && !lora.isDoRA {
+                    throw LoRAKitError.file(initial, "is a plain LoRA adapter (use_dora is false), but --dora was given: the adapter's own config decides; drop --dora or start from a DoRA adapter")
+                }
+            } else {
+                // Every projection has the hidden size on one side, so a larger rank exceeds min(in, out) of each: it
+                // adds no capacity, only memory (and an absurd one would exhaust it).
+                guard options.rank <= weights.dims.dim else {
+                    throw LoRAKitError("--rank \(options.rank) is larger than the model's hidden size \(weights.dims.dim); a LoRA rank above min(in, out) of a projection adds nothing")
+                }
+                let config = try Self.newAdapterConfig(options, weights)
+                lora = try AdapterSet(config: config, dims: weights.dims, initialization: try config.initialization(),
+                                      seed: options.seed, base: weights)
             }
-            var config = LoRAConfig(targets: try TargetSelection.parseTargets(options.targets),
-                                    layers: options.layers == nil ? nil
-                                        : try TargetSelection.parseLayers(options.layers, layerCount: weights.dims.layers),
-                                    r: options.rank, loraAlpha: options.alpha, loraDropout: options.dropout,
-                                    useRslora: options.rslora,
-                                    initLoraWeights: options.initialization == "gaussian" ? .method("gaussian") : .flag(true))
-            config.baseModelNameOrPath = options.base
-            adapters = try AdapterSet(config: config, dims: weights.dims,
-                                      initialization: options.initialization == "gaussian" ? .gaussian : .kaiming,
-                                      seed: options.seed)
+            // PiSSA trains on the residual of the base; every other adapter on the base itself.
+            model = LlamaModel(weights: try lora.trainingBase(weights))
+            adapters = lora
         }
         // A loaded adapter trains with this run's dropout.
         adapters.setDropout(Float(options.dropout))
@@ -105,6 +111,23 @@ public final class FineTuner {
             try resume.restore(into: optimizer, state: &state)
             try adapters.restoreDropoutStates(state.dropoutRNG)
         }
+    }
+
+    /// The adapter config of a new run: targets, layers, rank, alpha, dropout, rsLoRA, DoRA and initialisation.
+    static func newAdapterConfig(_ options: FineTuneOptions, _ weights: LlamaWeights) throws -> LoRAConfig {
+        let initialization: LoRAConfig.InitLoRAWeights
+        switch options.initialization {
+        case "gaussian": initialization = .method("gaussian")
+        case "pissa": initialization = .method("pissa")
+        default: initialization = .flag(true)
+        }
+        var config = LoRAConfig(targets: try TargetSelection.parseTargets(options.targets),
+                                layers: options.layers == nil ? nil
+                                    : try TargetSelection.parseLayers(options.layers, layerCount: weights.dims.layers),
+                                r: options.rank, loraAlpha: options.alpha, loraDropout: options.dropout,
+                                useRslora: options.rslora, initLoraWeights: initialization, useDora: options.dora ?? false)
+        config.baseModelNameOrPath = options.base
+        return config
     }
 
     let datasetCounts: (train: Int, validation: Int, truncated: Int, skipped: Int)

@@ -60,12 +60,17 @@ public final class SVDLinear: ProjectionDelta {
     }
 
     private func reserve(rows: Int) {
-        if rows <= capacity { return }
-        capacity = rows
-        h = Tensor(shape: [rows, rank])
-        g = Tensor(shape: [rows, rank])
-        dG = Tensor(shape: [rows, rank])
-        if dropout > 0 { keepMask = [UInt8](repeating: 0, count: rows * inFeatures) }
+        if rows > capacity {
+            capacity = rows
+            h = Tensor(shape: [rows, rank])
+            g = Tensor(shape: [rows, rank])
+            dG = Tensor(shape: [rows, rank])
+        }
+        // Checked apart from the capacity: `dropout` may be raised after a forward without it (a loaded adapter
+        // set to the run's dropout).
+        if dropout > 0 && keepMask.count < capacity * inFeatures {
+            keepMask = [UInt8](repeating: 0, count: capacity * inFeatures)
+        }
     }
 
     /// xd[N, in] = x ⊙ mask / (1−p), rebuilt from the kept mask.

@@ -46,6 +46,9 @@ public enum GGUFAdapterExport {
     public static func write(_ set: AdapterSet, type: GGMLType = .f32, name: String = "adapter",
                              to path: String) throws -> Report {
         guard !set.adapters.isEmpty else { throw LoRAKitError("refusing to export an empty adapter") }
+        guard !set.isDoRA else {
+            throw LoRAKitError("a DoRA adapter (use_dora) cannot be a llama.cpp LoRA: llama.cpp has no DoRA magnitudes; merge it into the base with `lora merge --format gguf` instead")
+        }
         let alpha = Float(set.config.loraAlpha)
         var writer = GGUFWriter()
         try writer.add("general.architecture", .string(LlamaGGUF.architecture))
