@@ -39,24 +39,15 @@ public enum InstructionDataset {
     /// A JSONL file: one record object per non-blank line.
     static func loadLines(_ bytes: [UInt8], path: String) throws -> [InstructionRecord] {
         var records: [InstructionRecord] = []
-        var lineNumber = 0
-        var start = 0
-        while start < bytes.count {
-            let end = bytes[start...].firstIndex(of: 0x0A) ?? bytes.count
-            lineNumber += 1
-            let line = bytes[start..<end]
-            start = end + 1
-            guard line.contains(where: { !isWhitespace($0) }) else { continue }
+        try JSONText.forEachLine(in: bytes) { line, lineNumber in
             let label = "record \(records.count + 1) (line \(lineNumber))"
             switch JSONText.parse(line) {
             case .success(let value):
                 records.append(try record(value, label: label, path: path))
             case .failure(let error):
                 if records.isEmpty { try rejectMultiLineObject(bytes, path: path) }
-                let column = error.offset.map { JSONText.position(ofByte: $0, in: Array(line)).column }
-                let place = column.map { "line \(lineNumber), column \($0)" } ?? "line \(lineNumber)"
-                throw LoRAKitError.file(path, "malformed JSON at \(place) (\(error.reason)); "
-                    + "a JSONL dataset holds one JSON object per line")
+                throw LoRAKitError.file(path, "malformed JSON at \(JSONText.place(of: error, line: line, number: lineNumber)) "
+                    + "(\(error.reason)); a JSONL dataset holds one JSON object per line")
             }
         }
         if records.isEmpty { throw LoRAKitError.file(path, "no records (the file holds only blank lines)") }

@@ -95,6 +95,24 @@ enum JSONText {
         var reason: String
     }
 
+    /// Calls `body` with each line of a JSONL file that holds more than white space, and its 1-based number.
+    static func forEachLine(in bytes: [UInt8], _ body: (_ line: ArraySlice<UInt8>, _ number: Int) throws -> Void) rethrows {
+        var number = 0, start = 0
+        while start < bytes.count {
+            let end = bytes[start...].firstIndex(of: 0x0A) ?? bytes.count
+            number += 1
+            let line = bytes[start..<end]
+            start = end + 1
+            if line.contains(where: { !InstructionDataset.isWhitespace($0) }) { try body(line, number) }
+        }
+    }
+
+    /// "line N, column C" of a syntax error inside one line of a JSONL file ("line N" without an offset).
+    static func place(of error: SyntaxError, line: ArraySlice<UInt8>, number: Int) -> String {
+        let column = error.offset.map { position(ofByte: $0, in: Array(line)).column }
+        return column.map { "line \(number), column \($0)" } ?? "line \(number)"
+    }
+
     /// The parsed value of `bytes` (any JSON value, not only containers), or the syntax error.
     static func parse(_ bytes: ArraySlice<UInt8>) -> Result<Any, SyntaxError> {
         do {

@@ -22,20 +22,12 @@ public enum PromptList {
     public static func load(path: String) throws -> [PromptRequest] {
         let bytes = try JSONText.read(path: path, what: "prompt list")
         var requests: [PromptRequest] = []
-        var lineNumber = 0
-        var start = 0
-        while start < bytes.count {
-            let end = bytes[start...].firstIndex(of: 0x0A) ?? bytes.count
-            lineNumber += 1
-            let line = bytes[start..<end]
-            start = end + 1
-            guard line.contains(where: { !InstructionDataset.isWhitespace($0) }) else { continue }
+        try JSONText.forEachLine(in: bytes) { line, lineNumber in
             switch JSONText.parse(line) {
             case .success(let value): requests.append(try request(value, line: lineNumber, path: path))
             case .failure(let error):
-                let column = error.offset.map { JSONText.position(ofByte: $0, in: Array(line)).column }
-                let place = column.map { "line \(lineNumber), column \($0)" } ?? "line \(lineNumber)"
-                throw LoRAKitError.file(path, "malformed JSON at \(place) (\(error.reason)); a prompt list holds one JSON object per line")
+                throw LoRAKitError.file(path, "malformed JSON at \(JSONText.place(of: error, line: line, number: lineNumber)) "
+                    + "(\(error.reason)); a prompt list holds one JSON object per line")
             }
         }
         if requests.isEmpty { throw LoRAKitError.file(path, "no prompts (the file holds only blank lines)") }
