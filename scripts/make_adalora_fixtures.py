@@ -12,38 +12,29 @@
                 step (cross-entropy mean + orth_reg_weight · R) and the budget of each step.
 
 The training data is the four Alpaca records of Tests/Fixtures/peft/train3 (data.json copied here), encoded as
-DESIGN §4 says (scripts/make_peft_fixtures.py has the same encoder).
+DESIGN §4 says (fixture_support.encode, the encoder scripts/make_peft_fixtures.py uses too).
 
 Usage:
     /tmp/refenv/bin/python scripts/make_adalora_fixtures.py            # regenerate, then verify
     /tmp/refenv/bin/python scripts/make_adalora_fixtures.py --check    # only verify the committed fixtures
 """
 
-import os
-import sys
+from fixture_support import pin_hash_seed
 
-if os.environ.get("PYTHONHASHSEED") != "0":
-    os.environ["PYTHONHASHSEED"] = "0"
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+pin_hash_seed()  # before PEFT: adapter_config.json lists a set
 
-import argparse
 import json
-import shutil
-import warnings
 from pathlib import Path
 
 import peft
-import sentencepiece as spm
 import torch
 import transformers
 from peft import AdaLoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_peft_fixtures import RECORDS, encode, load_base, logits_of, make_batch, save_tensors  # noqa: E402
+from fixture_support import (RECORDS, adapter_moves, base_tokenizer, encode, fixture_ids, fixture_size, load_base,
+                             logits_of, make_batch, max_diff, run, save_adapter, save_tensors)
 
-REPO = Path(__file__).resolve().parent.parent
-BASE = "Tests/Fixtures/models/gqa"
 OUT = Path("Tests/Fixtures/adalora")
 TARGETS = ["q_proj", "v_proj", "down_proj"]
 TOLERANCE = 1e-5
@@ -78,12 +69,6 @@ def randomize(model, seed, e_std):
                 param.copy_(torch.randn(param.shape, generator=gen) * e_std)
 
 
-def clean(directory):
-    (directory / "README.md").unlink(missing_ok=True)
-    names = sorted(p.name for p in directory.iterdir())
-    assert names == ["adapter_config.json", "adapter_model.safetensors"], names
-
-
 def write_pruned():
     directory = OUT / "pruned"
     torch.manual_seed(0)
@@ -97,13 +82,11 @@ def write_pruned():
             parameter.masked_fill_(~torch.tensor(kept)[:, None], 0.0)   # as RankAllocator.mask_to_budget
             rank_pattern[key] = kept
     model.peft_config["default"].rank_pattern = rank_pattern
-    ids = torch.cat([torch.tensor([1]), torch.randint(3, 320, (7,), generator=torch.Generator().manual_seed(402))])
+    ids = fixture_ids(402)
     logits = logits_of(model, ids)
-    with model.disable_adapter():
-        moved = (logits_of(model, ids) - logits).abs().max().item()
+    moved = adapter_moves(model, ids, logits)
     assert moved > 0.1, moved
-    model.save_pretrained(str(directory))
-    clean(directory)
+    save_adapter(model, directory)
     save_tensors(directory / "expected.safetensors", {"ids": ids.float(), "logits": logits})
     print(f"pruned: adapter moves the logits by max {moved:.3f}")
 
@@ -117,7 +100,7 @@ def check_pruned():
     for module, kept in PATTERN.items():
         assert tensors[f"base_model.model.{module}.lora_E"].shape == (sum(kept), 1), module
     model = PeftModel.from_pretrained(load_base(), str(directory))
-    diff = (logits_of(model, expected["ids"].long()) - expected["logits"]).abs().max().item()
+    diff = max_diff(logits_of(model, expected["ids"].long()), expected["logits"])
     print(f"pruned: PEFT reload max|logits - expected| = {diff:.2e}")
     assert diff <= TOLERANCE
     return diff
@@ -153,12 +136,10 @@ def write_train(sp):
     torch.manual_seed(0)
     init = get_peft_model(load_base(), adalora_config(total_step=STEPS, tinit=0, tfinal=2, deltaT=1))
     randomize(init, 403, 0.5)
-    init.save_pretrained(str(directory / "init"))
-    clean(directory / "init")
+    save_adapter(init, directory / "init")
     examples = [encode(sp, record) for record in RECORDS]
     model, losses, budgets = train(directory / "init", examples)
-    model.save_pretrained(str(directory / "expected"))
-    clean(directory / "expected")
+    save_adapter(model, directory / "expected")
     (directory / "losses.json").write_text(json.dumps({"loss": losses, "budget": budgets}, indent=2) + "\n")
 
 
@@ -180,11 +161,11 @@ def check_train(sp):
         kept = torch.tensor(pattern[f"{module}.lora_E"])
         full = state[key]
         resized = full[:, kept] if key.endswith("lora_B") else full[kept]
-        worst = max(worst, (resized - value).abs().max().item())
+        worst = max(worst, max_diff(resized, value))
     loss_diff = max(abs(a - b) for a, b in zip(losses, stored["loss"]))
     ids = torch.tensor(examples[0][0])
     reloaded = PeftModel.from_pretrained(load_base(), str(directory / "expected"))
-    logit_diff = (logits_of(reloaded, ids) - logits_of(model, ids)).abs().max().item()
+    logit_diff = max_diff(logits_of(reloaded, ids), logits_of(model, ids))
     print(f"train4: losses {['%.6f' % x for x in stored['loss']]}, budgets {budgets}, pattern "
           f"{ {k.split('layers.')[1]: sum(v) for k, v in pattern.items()} }")
     print(f"    rerun: max|params - expected| = {worst:.2e}, max|loss diff| = {loss_diff:.2e}, "
@@ -193,28 +174,17 @@ def check_train(sp):
     return max(worst, loss_diff, logit_diff)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="only verify the fixtures already on disk")
-    args = parser.parse_args()
-    os.chdir(REPO)
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    warnings.filterwarnings("ignore")
-    sp = spm.SentencePieceProcessor(model_file=f"{BASE}/tokenizer.model")
-    if not args.check:
-        if OUT.exists():
-            shutil.rmtree(OUT)
-        OUT.mkdir(parents=True)
-        write_pruned()
-        write_train(sp)
-    worst = max(check_pruned(), check_train(sp))
-    total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
+def write():
+    write_pruned()
+    write_train(base_tokenizer())
+
+
+def check():
+    worst = max(check_pruned(), check_train(base_tokenizer()))
+    total = fixture_size(OUT)
     print(f"worst {worst:.2e}; total size {total / 1024:.1f} KiB; torch {torch.__version__}, "
           f"transformers {transformers.__version__}, peft {peft.__version__}")
-    assert total < 1024 * 1024
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(__doc__, OUT, write, check)

@@ -19,55 +19,34 @@ Usage:
     /tmp/refenv/bin/python scripts/make_dora_fixtures.py --check    # only verify the committed fixtures
 """
 
-import os
-import sys
+from fixture_support import pin_hash_seed
 
-# PEFT writes target_modules from a set: fix the string hash seed so adapter_config.json is stable.
-if os.environ.get("PYTHONHASHSEED") != "0":
-    os.environ["PYTHONHASHSEED"] = "0"
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+pin_hash_seed()  # before PEFT: adapter_config.json lists a set
 
-import argparse
 import json
-import math
-import shutil
-import struct
-import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import transformers
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
-from transformers import LlamaForCausalLM
 
-REPO = Path(__file__).resolve().parent.parent
-BASE = "Tests/Fixtures/models/gqa"
+from fixture_support import (adapter_moves, fixture_ids, load_base, logits_of, max_diff, randomize_lora, run,
+                             save_adapter, save_tensors)
+
 OUT = Path("Tests/Fixtures/dora")
-BOS = 1
 SEED = 801
-SEQUENCE_LENGTH = 8
 TARGETS = ["q_proj", "v_proj", "o_proj", "down_proj"]
-B_STD = 0.1
 MAGNITUDE_NOISE = 0.1
 TOLERANCE = 1e-5
 
 
-def load_base():
-    return LlamaForCausalLM.from_pretrained(BASE, dtype=torch.float32, attn_implementation="eager")
-
-
 def randomize(model, seed):
-    """lora_A ~ U(±1/√in), lora_B ~ N(0, B_STD), then m = ‖W + s·B·A‖·(1 + N(0, MAGNITUDE_NOISE)), in sorted order."""
+    """lora_A ~ U(±1/√in), lora_B ~ N(0, 0.1) (randomize_lora), then m = ‖W + s·B·A‖·(1 + N(0, MAGNITUDE_NOISE)),
+    in sorted order, all from one generator."""
     gen = torch.Generator().manual_seed(seed)
+    randomize_lora(model, gen)
     with torch.no_grad():
-        for name, param in sorted(model.named_parameters()):
-            if ".lora_A." in name:
-                bound = 1.0 / math.sqrt(param.shape[1])
-                param.copy_(torch.empty(param.shape).uniform_(-bound, bound, generator=gen))
-            elif ".lora_B." in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * B_STD)
         for name, module in sorted(model.named_modules()):
             if hasattr(module, "lora_magnitude_vector") and "default" in module.lora_magnitude_vector:
                 w = module.get_base_layer().weight
@@ -76,24 +55,6 @@ def randomize(model, seed):
                 norm = torch.linalg.norm(w + s * delta, dim=1)
                 noise = 1 + MAGNITUDE_NOISE * torch.randn(norm.shape, generator=gen)
                 module.lora_magnitude_vector["default"].weight.copy_(norm * noise)
-
-
-def save_tensors(path, tensors):
-    """F32 safetensors with a sorted header and metadata {"format": "pt"} (byte-stable across runs)."""
-    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
-    for name in sorted(tensors):
-        data = tensors[name].detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    encoded = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(blobs))
-
-
-def fixture_ids(seed):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.cat([torch.tensor([BOS]), torch.randint(3, 320, (SEQUENCE_LENGTH - 1,), generator=gen)])
 
 
 def logits_and_gradients(model, ids):
@@ -123,16 +84,13 @@ def write():
     randomize(model, SEED)
     ids = fixture_ids(SEED)
     logits, loss, grads = logits_and_gradients(model, ids)
-    model.save_pretrained(str(directory))
-    (directory / "README.md").unlink(missing_ok=True)
+    save_adapter(model, directory)
     stored = load_file(str(directory / "adapter_model.safetensors"))
     assert sorted("grad." + k for k in stored) == sorted(grads), (sorted(stored), sorted(grads))
     save_tensors(directory / "expected.safetensors",
                  {"ids": ids.float(), "logits": logits, "loss": loss.reshape(1), **grads})
     merged = model.merge_and_unload()
-    merged.eval()
-    with torch.no_grad():
-        merged_logits = merged(input_ids=ids[None]).logits[0]
+    merged_logits = logits_of(merged, ids)
     (OUT / "merged").mkdir()
     save_tensors(OUT / "merged" / "merged.safetensors", {"ids": ids.float(), "logits": merged_logits})
 
@@ -148,14 +106,11 @@ def check():
     model = PeftModel.from_pretrained(load_base(), str(directory), is_trainable=True)
     ids = expected["ids"].long()
     logits, loss, grads = logits_and_gradients(model, ids)
-    diff = (logits - expected["logits"]).abs().max().item()
-    grad_diff = max((grads[k] - expected[k]).abs().max().item() for k in grads)
-    with model.disable_adapter():
-        model.eval()
-        with torch.no_grad():
-            moved = (model(input_ids=ids[None]).logits[0] - expected["logits"]).abs().max().item()
+    diff = max_diff(logits, expected["logits"])
+    grad_diff = max(max_diff(grads[k], expected[k]) for k in grads)
+    moved = adapter_moves(model, ids, expected["logits"])
     # PEFT's merge_and_unload() gives the unmerged model's logits (so merged/ is a fair target for `lora merge`).
-    merged = (load_file(str(OUT / "merged" / "merged.safetensors"))["logits"] - expected["logits"]).abs().max().item()
+    merged = max_diff(load_file(str(OUT / "merged" / "merged.safetensors"))["logits"], expected["logits"])
     print(f"dora-mixed: {len(names)} tensors; PEFT reload max|logits - expected| = {diff:.2e}, "
           f"max|grad - expected| = {grad_diff:.2e}, adapter moves the logits by {moved:.3f}, "
           f"merged vs unmerged {merged:.2e}, loss {loss.item():.5f}")
@@ -164,21 +119,5 @@ def check():
     assert diff <= TOLERANCE and grad_diff <= TOLERANCE and moved > 0.1 and merged < 1e-4
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="only verify the fixtures already on disk")
-    args = parser.parse_args()
-    os.chdir(REPO)
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    warnings.filterwarnings("ignore")
-    if not args.check:
-        if OUT.exists():
-            shutil.rmtree(OUT)
-        OUT.mkdir(parents=True)
-        write()
-    check()
-
-
 if __name__ == "__main__":
-    main()
+    run(__doc__, OUT, write, check)

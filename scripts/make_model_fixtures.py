@@ -23,7 +23,6 @@ import io
 import json
 import random
 import shutil
-import struct
 import sys
 from pathlib import Path
 
@@ -32,6 +31,8 @@ import torch
 import transformers
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from fixture_support import save_tensors
 
 ROOT = Path(__file__).resolve().parent.parent / "Tests" / "Fixtures" / "models"
 VOCAB_SIZE = 320
@@ -193,22 +194,11 @@ def check_greedy_margins(model, sequence):
 
 
 def save_expected(directory, tensors):
-    """Writes F32 tensors as safetensors with a sorted header, so regenerating gives identical bytes
-    (safetensors' own writer orders the metadata arbitrarily)."""
+    """Writes directory/expected.safetensors (byte-stable F32, see fixture_support.save_tensors) with the fixture text
+    and the library versions as metadata."""
     metadata = {"text": TEXT, "torch": torch.__version__, "transformers": transformers.__version__,
                 "script": "scripts/make_model_fixtures.py"}
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name in sorted(tensors):
-        data = tensors[name].detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    encoded = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    encoded += b" " * (-len(encoded) % 8)  # the format pads the header to 8 bytes with spaces
-    path = directory / "expected.safetensors"
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(blobs))
-    reread = load_file(str(path))
-    assert all(torch.equal(reread[name], tensors[name].float()) for name in tensors), path
+    save_tensors(directory / "expected.safetensors", tensors, metadata)
 
 
 def build_all():

@@ -32,16 +32,15 @@ Usage:
     /tmp/refenv/bin/python scripts/make_nf4_fixtures.py
 """
 
-import json
-import struct
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 import transformers
-from safetensors.numpy import load_file
 from transformers import LlamaForCausalLM
+
+from fixture_support import save_tensors
 
 ROOT = Path(__file__).resolve().parent.parent / "Tests" / "Fixtures"
 OUT = ROOT / "nf4" / "nf4.safetensors"
@@ -189,19 +188,8 @@ def gqa_logits():
 def save(tensors):
     metadata = {"script": "scripts/make_nf4_fixtures.py", "torch": torch.__version__,
                 "transformers": transformers.__version__}
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name in sorted(tensors):
-        data = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(np.shape(tensors[name])),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    encoded = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(blobs))
-    reread = load_file(str(OUT))
-    assert all(np.array_equal(reread[n], np.asarray(tensors[n], dtype=np.float32)) for n in tensors)
+    save_tensors(OUT, tensors, metadata)
 
 
 def main():

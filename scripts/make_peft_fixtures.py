@@ -27,21 +27,13 @@ Usage:
     /tmp/refenv/bin/python scripts/make_peft_fixtures.py --check    # only verify the committed fixtures
 """
 
-import os
-import sys
+from fixture_support import pin_hash_seed
 
-# PEFT stores target_modules as a set and writes list(set): fix the string hash seed so the order in
-# adapter_config.json (and so the bytes of the fixture) does not change from run to run.
-if os.environ.get("PYTHONHASHSEED") != "0":
-    os.environ["PYTHONHASHSEED"] = "0"
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+pin_hash_seed()  # before PEFT: adapter_config.json lists a set
 
-import argparse
 import json
 import math
-import shutil
 import struct
-import warnings
 from pathlib import Path
 
 import peft
@@ -51,17 +43,12 @@ import torch.nn.functional as F
 import transformers
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
-from transformers import LlamaForCausalLM
 
-REPO = Path(__file__).resolve().parent.parent
-# Relative to the repository root (the script chdirs there), so adapter_config.json records a portable
-# base_model_name_or_path.
-BASE = "Tests/Fixtures/models/gqa"
+from fixture_support import (BASE, RECORDS, adapter_moves, base_tokenizer, encode, fixture_ids, fixture_size,
+                             load_base, logits_of, make_batch, max_diff, randomize_lora, run, save_adapter,
+                             save_tensors)
+
 OUT = Path("Tests/Fixtures/peft")
-BOS, EOS = 1, 2
-PAD_FILL = 0          # token id placed in padded slots; never attended, never a target
-B_STD = 0.1           # lora_B ~ N(0, B_STD): large enough that every adapter visibly moves the logits
-SEQUENCE_LENGTH = 8   # tokens of the forward fixtures' single sequence (BOS included)
 TOLERANCE = 1e-5      # PyTorch vs PyTorch (reload / rerun); the Swift side uses its own tolerance
 ALL_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -75,20 +62,6 @@ ADAPTERS = {
                           alpha_pattern={"down_proj": 3}), 303),
 }
 
-PROMPT_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
-                "Write a response that appropriately completes the request.\n\n"
-                "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
-PROMPT_NO_INPUT = ("Below is an instruction that describes a task. "
-                   "Write a response that appropriately completes the request.\n\n"
-                   "### Instruction:\n{instruction}\n\n### Response:\n")
-
-# Short records: two with an input, one with "input": "" and one without the key (both mean no input).
-RECORDS = [
-    {"instruction": "Name a primary color.", "output": "Red."},
-    {"instruction": "Add the two numbers.", "input": "2 and 3", "output": "5"},
-    {"instruction": "Reverse the word.", "input": "sol", "output": "los"},
-    {"instruction": "Say hello.", "input": "", "output": "Hello there!"},
-]
 TRAIN_TARGETS = ["q_proj", "v_proj", "o_proj", "up_proj"]
 TRAIN_SEED = 304
 STEPS = 3
@@ -102,59 +75,6 @@ TRAINS = {
 
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers
-
-def load_base():
-    """The frozen F32 base; eager attention (the plain softmax(QK^T)V a CPU implementation computes)."""
-    return LlamaForCausalLM.from_pretrained(BASE, dtype=torch.float32, attn_implementation="eager")
-
-
-def randomize_adapter(model, seed):
-    """lora_A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's kaiming_uniform(a=sqrt(5)) range), lora_B ~ N(0, B_STD),
-    drawn module by module in sorted name order from one seeded generator."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in sorted(model.named_parameters()):
-            if ".lora_A." in name:
-                bound = 1.0 / math.sqrt(param.shape[1])
-                param.copy_(torch.empty(param.shape).uniform_(-bound, bound, generator=gen))
-            elif ".lora_B." in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * B_STD)
-
-
-def fixture_ids(seed):
-    """BOS followed by random non-special pieces."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.cat([torch.tensor([BOS]), torch.randint(3, 320, (SEQUENCE_LENGTH - 1,), generator=gen)])
-
-
-def logits_of(model, ids):
-    model.eval()
-    with torch.no_grad():
-        return model(input_ids=ids[None]).logits[0].float()
-
-
-def save_tensors(path, tensors):
-    """F32 safetensors with a sorted header and metadata {"format": "pt"}, so regenerating gives identical bytes."""
-    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
-    for name in sorted(tensors):
-        data = tensors[name].detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    encoded = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(blobs))
-    reread = load_file(str(path))
-    assert all(torch.equal(reread[name], tensors[name].float()) for name in tensors), path
-
-
-def save_adapter(model, directory):
-    """PEFT's own writer (adapter_config.json + adapter_model.safetensors); its generated model card is dropped."""
-    model.save_pretrained(str(directory))
-    (directory / "README.md").unlink(missing_ok=True)
-    names = sorted(p.name for p in directory.iterdir())
-    assert names == ["adapter_config.json", "adapter_model.safetensors"], names
-
 
 def check_adapter_file(directory):
     """The file layout of DESIGN §2: F32 tensors base_model.model.model.layers.N.<module>.lora_{A,B}.weight."""
@@ -200,14 +120,13 @@ def write_adapter_fixture(name, kwargs, seed):
     directory.mkdir(parents=True)
     torch.manual_seed(seed)
     model = get_peft_model(load_base(), LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, **kwargs))
-    randomize_adapter(model, seed)
+    randomize_lora(model, torch.Generator().manual_seed(seed))
     for module, r, scaling in scaling_table(model):
         want_r, want_scaling = expected_scaling(kwargs, module)
         assert r == want_r and abs(scaling - want_scaling) < 1e-12, (module, r, scaling, want_r, want_scaling)
     ids = fixture_ids(seed)
     logits = logits_of(model, ids)
-    with model.disable_adapter():
-        moved = (logits_of(model, ids) - logits).abs().max().item()
+    moved = adapter_moves(model, ids, logits)
     assert moved > 0.1, f"{name}: the adapter barely changes the logits ({moved})"
     save_adapter(model, directory)
     save_tensors(directory / "expected.safetensors", {"ids": ids.float(), "logits": logits})
@@ -223,7 +142,7 @@ def check_adapter_fixture(name, kwargs):
         want_r, want_scaling = expected_scaling(kwargs, module)
         assert r == want_r and abs(scaling - want_scaling) < 1e-12, (module, r, scaling, want_r, want_scaling)
     layers = sorted({int(key.split(".")[4]) for key in header})
-    diff = (logits_of(model, expected["ids"].long()) - expected["logits"]).abs().max().item()
+    diff = max_diff(logits_of(model, expected["ids"].long()), expected["logits"])
     print(f"{name:16s} {len(header):2d} tensors, layers {layers}; PEFT reload max|logits - expected| = {diff:.2e}")
     for module, r, scaling in scaling_table(model):
         print(f"    {module:34s} r={r} scaling={scaling:.6f}")
@@ -233,36 +152,6 @@ def check_adapter_fixture(name, kwargs):
 
 # ---------------------------------------------------------------------------------------------------------------
 # d-e: three AdamW steps
-
-def prompt_of(record):
-    text = record.get("input", "")
-    if text:
-        return PROMPT_INPUT.format(instruction=record["instruction"], input=text)
-    return PROMPT_NO_INPUT.format(instruction=record["instruction"])
-
-
-def encode(sp, record):
-    """(ids, prompt length): ids = [BOS] + encode(prompt) + encode(output) + [EOS]; the prompt length counts
-    encode(prompt) only (BOS excluded), so targets are ids[i] for i >= 1 + prompt length."""
-    prompt = sp.encode(prompt_of(record), out_type=int)
-    output = sp.encode(record["output"], out_type=int)
-    return [BOS] + prompt + output + [EOS], len(prompt)
-
-
-def make_batch(examples):
-    """Right-padded (B, T) input ids, attention mask, position ids and labels (-100 = no loss).
-    labels[b, i] is the token at position i when it is a target, so the loss compares logits[:, i-1] with it."""
-    length = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), length), PAD_FILL, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    labels = torch.full_like(input_ids, -100)
-    for b, (ids, prompt_length) in enumerate(examples):
-        input_ids[b, :len(ids)] = torch.tensor(ids)
-        mask[b, :len(ids)] = 1
-        labels[b, 1 + prompt_length:len(ids)] = torch.tensor(ids[1 + prompt_length:])
-    positions = torch.arange(length)[None].expand(len(examples), length)
-    return input_ids, mask, positions, labels
-
 
 def summed_loss(model, batch):
     """Sum of next-token cross-entropy over the targets of one micro-batch, and their count."""
@@ -343,7 +232,7 @@ def write_train_fixture(name, sp, weight_decay, max_grad_norm, micro_batches):
     torch.manual_seed(TRAIN_SEED)
     init = get_peft_model(load_base(), LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, lora_dropout=0.0,
                                                   target_modules=TRAIN_TARGETS))
-    randomize_adapter(init, TRAIN_SEED)
+    randomize_lora(init, torch.Generator().manual_seed(TRAIN_SEED))
     save_adapter(init, directory / "init")
 
     model, losses, grad_norms, count = train(directory / "init", examples, weight_decay, max_grad_norm, micro_batches)
@@ -368,13 +257,13 @@ def check_train_fixture(name, sp, weight_decay, max_grad_norm, micro_batches):
     initial = load_file(str(directory / "init" / "adapter_model.safetensors"))
     state = {key.replace(".default", ""): value for key, value in model.state_dict().items() if ".lora_" in key}
     assert sorted(state) == sorted(expected), "expected/ holds other tensors than the trained model"
-    param_diff = max((state[k] - expected[k]).abs().max().item() for k in expected)
-    moved = max((expected[k] - initial[k]).abs().max().item() for k in expected)
+    param_diff = max(max_diff(state[k], expected[k]) for k in expected)
+    moved = max(max_diff(expected[k], initial[k]) for k in expected)
     loss_diff = max(abs(a - b) for a, b in zip(losses, stored["loss"]))
     # The trained adapter, reloaded from its files by PEFT, gives the logits of the model in memory.
     ids = torch.tensor(examples[0][0])
     reloaded = PeftModel.from_pretrained(load_base(), str(directory / "expected"))
-    logit_diff = (logits_of(reloaded, ids) - logits_of(model, ids)).abs().max().item()
+    logit_diff = max_diff(logits_of(reloaded, ids), logits_of(model, ids))
     # Padding must change nothing: the first step's loss equals the one computed example by example, unpadded.
     with torch.no_grad():
         alone = PeftModel.from_pretrained(load_base(), str(directory / "init")).eval()
@@ -396,38 +285,25 @@ def check_train_fixture(name, sp, weight_decay, max_grad_norm, micro_batches):
 
 # ---------------------------------------------------------------------------------------------------------------
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="only verify the fixtures already on disk")
-    args = parser.parse_args()
-    os.chdir(REPO)
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notices between PEFT and transformers
-    sp = spm.SentencePieceProcessor(model_file=f"{BASE}/tokenizer.model")
-    assert sp.bos_id() == BOS and sp.eos_id() == EOS
+def write():
+    sp = base_tokenizer()
+    for name, (kwargs, seed) in ADAPTERS.items():
+        write_adapter_fixture(name, kwargs, seed)
+    for name, (weight_decay, max_grad_norm, micro_batches) in TRAINS.items():
+        write_train_fixture(name, sp, weight_decay, max_grad_norm, micro_batches)
 
-    if not args.check:
-        if OUT.exists():
-            shutil.rmtree(OUT)
-        OUT.mkdir(parents=True)
-        for name, (kwargs, seed) in ADAPTERS.items():
-            write_adapter_fixture(name, kwargs, seed)
-        for name, (weight_decay, max_grad_norm, micro_batches) in TRAINS.items():
-            write_train_fixture(name, sp, weight_decay, max_grad_norm, micro_batches)
 
+def check():
+    sp = base_tokenizer()
     worst = 0.0
     for name, (kwargs, _) in ADAPTERS.items():
         worst = max(worst, check_adapter_fixture(name, kwargs))
     for name, (weight_decay, max_grad_norm, micro_batches) in TRAINS.items():
         worst = max(worst, check_train_fixture(name, sp, weight_decay, max_grad_norm, micro_batches))
-    total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
+    total = fixture_size(OUT)
     print(f"worst max|diff| {worst:.2e}; total size {total / 1024:.1f} KiB; torch {torch.__version__}, "
           f"transformers {transformers.__version__}, peft {peft.__version__}, sentencepiece {spm.__version__}")
-    assert total < 1024 * 1024, total
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(__doc__, OUT, write, check, ignore=FutureWarning)  # deprecation notices between PEFT and transformers

@@ -18,50 +18,25 @@ Usage:
     /tmp/refenv/bin/python scripts/make_pissa_fixtures.py --check    # only verify the committed fixtures
 """
 
-import os
-import sys
+from fixture_support import pin_hash_seed
 
-if os.environ.get("PYTHONHASHSEED") != "0":
-    os.environ["PYTHONHASHSEED"] = "0"
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+pin_hash_seed()  # before PEFT: adapter_config.json lists a set
 
-import argparse
-import shutil
-import struct
 import json
 import tempfile
-import warnings
 from pathlib import Path
 
 import torch
-import transformers
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
-from transformers import LlamaForCausalLM
 
-REPO = Path(__file__).resolve().parent.parent
-BASE = "Tests/Fixtures/models/gqa"
+from fixture_support import (adapter_moves, fixture_ids, load_base, logits_of, max_diff, run, save_adapter,
+                             save_tensors)
+
 OUT = Path("Tests/Fixtures/pissa")
 TARGETS = ["q_proj", "v_proj", "down_proj"]
 SEED = 901
-BOS = 1
 TOLERANCE = 1e-5
-
-
-def load_base():
-    return LlamaForCausalLM.from_pretrained(BASE, dtype=torch.float32, attn_implementation="eager")
-
-
-def save_tensors(path, tensors):
-    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
-    for name in sorted(tensors):
-        data = tensors[name].detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    encoded = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(blobs))
 
 
 def pissa_model():
@@ -85,14 +60,7 @@ def init_tensors(model):
     return tensors
 
 
-def logits_of(model, ids):
-    model.eval()
-    with torch.no_grad():
-        return model(input_ids=ids[None]).logits[0]
-
-
 def write():
-    OUT.mkdir(parents=True)
     model = pissa_model()
     save_tensors(OUT / "init.safetensors", init_tensors(model))
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,11 +73,10 @@ def write():
             for _, param in sorted(model.named_parameters()):
                 if ".lora_" in _:
                     param.add_(0.05 * torch.randn(param.shape, generator=gen))
-        ids = torch.cat([torch.tensor([BOS]), torch.randint(3, 320, (7,), generator=gen)])
+        ids = fixture_ids(gen)
         logits = logits_of(model, ids)
         converted = OUT / "converted"
-        model.save_pretrained(str(converted), path_initial_model_for_weight_conversion=str(initial))
-    (converted / "README.md").unlink(missing_ok=True)
+        save_adapter(model, converted, path_initial_model_for_weight_conversion=str(initial))
     save_tensors(converted / "expected.safetensors", {"ids": ids.float(), "logits": logits})
 
 
@@ -117,7 +84,7 @@ def check():
     model = pissa_model()
     stored = load_file(str(OUT / "init.safetensors"))
     fresh = init_tensors(model)
-    init_diff = max((fresh[k] - stored[k]).abs().max().item() for k in stored)
+    init_diff = max(max_diff(fresh[k], stored[k]) for k in stored)
     base = dict(load_base().named_parameters())
     # W = residual + delta, and delta has rank 4
     recon = max((stored["residual." + k[6:]] + stored[k] - base[k[6:] + ".weight"]).abs().max().item()
@@ -127,9 +94,8 @@ def check():
     config = json.loads((converted / "adapter_config.json").read_text())
     expected = load_file(str(converted / "expected.safetensors"))
     on_original = PeftModel.from_pretrained(load_base(), str(converted))
-    diff = (logits_of(on_original, expected["ids"].long()) - expected["logits"]).abs().max().item()
-    with on_original.disable_adapter():
-        moved = (logits_of(on_original, expected["ids"].long()) - expected["logits"]).abs().max().item()
+    diff = max_diff(logits_of(on_original, expected["ids"].long()), expected["logits"])
+    moved = adapter_moves(on_original, expected["ids"].long(), expected["logits"])
     print(f"pissa init: rerun max diff {init_diff:.2e}, max|residual + delta - W| {recon:.2e}, ranks {set(ranks.values())}")
     print(f"converted: r {config['r']}, alpha {config['lora_alpha']}, init {config['init_lora_weights']}; "
           f"on the original base max|logits - PiSSA model| = {diff:.2e}; the adapter moves the logits by {moved:.3f}")
@@ -137,20 +103,5 @@ def check():
     assert config["r"] == 8 and config["lora_alpha"] == 16 and diff <= 1e-4 and moved > 0.05
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="only verify the fixtures already on disk")
-    args = parser.parse_args()
-    os.chdir(REPO)
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    warnings.filterwarnings("ignore")
-    if not args.check:
-        if OUT.exists():
-            shutil.rmtree(OUT)
-        write()
-    check()
-
-
 if __name__ == "__main__":
-    main()
+    run(__doc__, OUT, write, check)
