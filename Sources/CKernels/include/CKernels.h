@@ -24,6 +24,13 @@ int lk_has_avx2_fma(void);
 int lk_sgemv_rows(float *y, const float *w, size_t ldw, const float *x, size_t rows, size_t n, float alpha,
                   float beta);
 
+/// x[i] = e^(x[i] - shift) for i in 0..<count when `store` is 1 (x untouched when 0); returns the sum of those
+/// values. The same algorithm as Swift's `expLanes` (Cody-Waite reduction, Cephes' degree-6 polynomial, 2^n in the
+/// exponent bits; 0 below -87.33) with FMA, eight lanes at a time; lanes are summed per block of 256 values in
+/// Float and the blocks in Double, in an order that depends only on count. Returns -1 (nothing done) when the CPU
+/// lacks AVX2 and FMA.
+double lk_exp_shifted(float *x, size_t count, float shift, int store);
+
 #ifdef __cplusplus
 }
 #endif
