@@ -18,12 +18,14 @@ let package = Package(
         // C shims over the two system libraries.
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
+        // AVX2 + FMA kernels chosen at run time (the Swift targets compile for baseline x86-64).
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "CSentencePiece",
                 cxxSettings: [.unsafeFlags(["-std=c++17"])],
                 linkerSettings: [.linkedLibrary("sentencepiece"), .linkedLibrary("sentencepiece_train")]),
 
         // Library targets, one per module of DESIGN.md §1; arrows point one way.
-        .target(name: "Tensors", dependencies: ["CBLAS"], swiftSettings: optimize),
+        .target(name: "Tensors", dependencies: ["CBLAS", "CKernels"], swiftSettings: optimize),
         .target(name: "Checkpoints", dependencies: ["Tensors"], swiftSettings: optimize),
         .target(name: "Tokenizer", dependencies: ["CSentencePiece"]),
         .target(name: "MiniGPT", dependencies: ["Checkpoints", "Tensors", "Tokenizer"], swiftSettings: optimize),
@@ -36,7 +38,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
 
-        .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"]),
         .testTarget(name: "MiniGPTTests", dependencies: ["MiniGPT", "Checkpoints", "Tensors", "Tokenizer"]),

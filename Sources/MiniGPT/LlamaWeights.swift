@@ -153,7 +153,12 @@ public final class LlamaWeights {
     /// F32 tensors are used straight from the memory map; F16 and BF16 are converted once. With `quantization`
     /// the seven projections are quantized one by one as they are read (from F32, F16 or BF16), and the pages of the
     /// memory map they came from are released.
-    public static func load(directory: String, quantization: BaseQuantization = .none) throws -> LlamaWeights {
+    ///
+    /// `inMemory` copies every F32 tensor out of the memory map into memory of its own (huge pages, see
+    /// `Tensor`) and releases the map's pages one tensor at a time, so the resident size stays that of one model.
+    /// It costs one copy at load time and pays off when every weight is read once per token (generation).
+    public static func load(directory: String, quantization: BaseQuantization = .none,
+                            inMemory: Bool = false) throws -> LlamaWeights {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw LoRAKitError.file(directory, "no such model directory (expected config.json, model.safetensors, tokenizer.model)")
@@ -163,9 +168,14 @@ public final class LlamaWeights {
         }
         let config = try LlamaConfig.load(from: directory + "/config.json")
         let store = try WeightStore(directory: directory)
-        if quantization == .none {
-            return try assemble(config: config) { name, shape in try store.tensor(name, shape: shape) }
+        func fetch(_ name: String, _ shape: [Int]) throws -> Tensor {
+            let tensor = try store.tensor(name, shape: shape)
+            guard inMemory && !tensor.ownsMemory else { return tensor }
+            let copy = tensor.clone()
+            store.releasePages(of: name)   // no view of these bytes is left: `tensor` is dropped on return
+            return copy
         }
+        if quantization == .none { return try assemble(config: config, fetch) }
         let projections = Set(expectedShapes(config).map(\.name).filter { name in
             Projection.allCases.contains { name.hasSuffix("." + $0.modulePath + ".weight") }
         })
@@ -174,7 +184,7 @@ public final class LlamaWeights {
             // the projection handed out last has been quantized by now: its F32 pages are not needed any more
             if let previous { store.releasePages(of: previous) }
             previous = projections.contains(name) ? name : nil
-            return try store.tensor(name, shape: shape)
+            return previous == nil ? try fetch(name, shape) : try store.tensor(name, shape: shape)
         }
     }
 

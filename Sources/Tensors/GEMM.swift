@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 
 /// Matrix products through OpenBLAS `cblas_sgemm`, always on whole row panels.
 ///
@@ -60,6 +61,10 @@ public enum GEMM {
                                    b: UnsafePointer<Float>, ldb: Int,
                                    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         if m == 0 || n == 0 { return }
+        if m == 1 && k > 0 && transB && (!transA || lda == 1) {
+            // one row times a weight's rows (a linear layer on one token): the AVX2 kernel, when the CPU has it
+            if lk_sgemv_rows(c, b, ldb, a, n, k, alpha, beta) != 0 { return }
+        }
         if m == 1 && k > 0 {
             // one row: a matrix-vector product, y[n] = alpha · op(B)ᵀ a + beta · y (OpenBLAS 0.3.21's sgemm
             // would pack all of B first, for nothing); y is cleared first so that beta 0 ignores what was there

@@ -74,7 +74,7 @@ struct Bench: ParsableCommand {
         if let generate {
             Threads.set(threads)
             let quantization = try options.quantization
-            let weights = try base.map { try LlamaWeights.load(directory: $0, quantization: quantization) }
+            let weights = try base.map { try LlamaWeights.load(directory: $0, quantization: quantization, inMemory: true) }
                 ?? LlamaWeights.random(config: options.modelConfig, seed: seed, quantization: quantization)
             let prompt = GenerationBenchmark.prompt(count: promptTokens, vocab: weights.dims.vocab,
                                                     bos: Int32(weights.config.bosTokenId), seed: seed)

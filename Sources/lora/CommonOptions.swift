@@ -63,17 +63,19 @@ struct ModelOptions: ParsableArguments {
 
     @OptionGroup var quantization: QuantizationOptions
 
-    /// The model with its adapters attached.
-    func loadModel() throws -> LlamaModel {
-        let weights = try LlamaWeights.load(directory: base, quantization: try quantization.quantization)
+    /// The model with its adapters attached; `inMemory` copies the weights out of the memory map (for generation,
+    /// see `LlamaWeights.load`).
+    func loadModel(inMemory: Bool = false) throws -> LlamaModel {
+        let weights = try LlamaWeights.load(directory: base, quantization: try quantization.quantization,
+                                            inMemory: inMemory)
         let model = LlamaModel(weights: weights)
         try AdapterDirectory.attachAll(adapter, to: model)   // LoRA or AdaLoRA
         return model
     }
 
     /// The model with its adapters attached, and the base's tokenizer.
-    func load() throws -> (model: LlamaModel, tokenizer: SentencePieceTokenizer) {
-        let model = try loadModel()
+    func load(inMemory: Bool = false) throws -> (model: LlamaModel, tokenizer: SentencePieceTokenizer) {
+        let model = try loadModel(inMemory: inMemory)
         return (model, try BaseModel.tokenizer(directory: base))
     }
 }

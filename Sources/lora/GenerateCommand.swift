@@ -67,7 +67,7 @@ struct Generate: ParsableCommand {
         runtime.apply()
         if let prompts { return try answerAll(listPath: prompts) }
         let promptTemplate = try PromptTemplate.named(template)
-        let (loaded, tokenizer) = try model.load()
+        let (loaded, tokenizer) = try model.load(inMemory: true)
         let weights = loaded.weights
         let text = prompt ?? promptTemplate.prompt(instruction: instruction ?? "", input: input ?? "")
         let promptIDs = [Int32(weights.config.bosTokenId)] + tokenizer.encode(text)
@@ -87,7 +87,7 @@ struct Generate: ParsableCommand {
     private func answerAll(listPath: String) throws {
         let promptTemplate = try PromptTemplate.named(template)
         let requests = try PromptList.load(path: listPath)
-        let weights = try LlamaWeights.load(directory: model.base)
+        let weights = try LlamaWeights.load(directory: model.base, inMemory: true)
         let tokenizer = try BaseModel.tokenizer(directory: model.base)
         let library = AdapterLibrary(model: LlamaModel(weights: weights))
         let bos = Int32(weights.config.bosTokenId), eos = Int32(weights.config.eosTokenId)

@@ -23,6 +23,33 @@ final class FastKernelTests: XCTestCase {
         for i in 0..<8 { XCTAssertEqual(lanes[i], expScalar(Float(i) - 3)) }
     }
 
+    /// `exponentiateShifted` (the AVX2 + FMA kernel where the CPU has it) against Double, for row lengths that
+    /// leave every tail; `sumExponentials` gives the same sum and leaves x as it was; far below the shift is 0.
+    func testShiftedExponentialsOfARow() {
+        for count in [1, 7, 8, 9, 255, 256, 257, 1000] {
+            let values = (0..<count).map { Float(($0 * 37) % 101) * 0.9 - 60 }
+            let x = Tensor(shape: [count], values: values)
+            let shift: Float = 20
+            let before = sumExponentials(x.data, count: count, shift: shift)
+            XCTAssertEqual(x.array, values, "sumExponentials changed x (count \(count))")
+            let sum = exponentiateShifted(x.data, count: count, shift: shift)
+            XCTAssertEqual(sum, before, "count \(count)")
+            var wantSum: Double = 0, worst: Double = 0
+            for i in 0..<count {
+                let want = Foundation.exp(Double(values[i] - shift))
+                wantSum += want
+                worst = max(worst, abs(Double(x[i]) - want) / want)
+            }
+            XCTAssertLessThan(worst, 4e-7, "count \(count)")
+            XCTAssertEqual(sum, wantSum, accuracy: wantSum * 1e-6, "count \(count)")
+        }
+        let far = Tensor(shape: [11], values: [-200, 0, -88, -87, .infinity * -1, 3, -150, 1, 2, -300, 0])
+        exponentiateShifted(far.data, count: 11, shift: 0)
+        for i in [0, 2, 4, 6, 9] { XCTAssertEqual(far[i], 0, "index \(i)") }
+        XCTAssertEqual(far[1], 1)
+        XCTAssertGreaterThan(far[3], 0)
+    }
+
     /// c = op(a)·op(b) in Double, a is (m, k) or (k, m) when transposed, b is (k, n) or (n, k).
     private func naive(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, _ a: Tensor, _ b: Tensor) -> Tensor {
         let c = Tensor(shape: [m, n])

@@ -1,3 +1,4 @@
+import CKernels
 import XCTest
 @testable import Tensors
 
@@ -59,5 +60,45 @@ final class GEMMTests: XCTestCase {
                                   inFeatures: inFeatures, outFeatures: outFeatures)
         for i in 0..<want.count { want[i] *= 2 }
         checkClose("linearBackwardWeight, accumulate", dw, want, tolerance: 2e-5)
+    }
+
+    /// One input row (generation): the AVX2 kernel where the CPU has it, OpenBLAS's sgemv otherwise. Sizes cover
+    /// every tail of the kernel (rows not a multiple of 4, in not a multiple of 8 or 16) and a product large
+    /// enough to be split over threads.
+    func testLinearOneRow() {
+        for (inF, outF) in [(1, 1), (7, 5), (8, 4), (16, 3), (24, 9), (45, 13), (768, 2051)] {
+            let x = randomTensor([1, inF], seed: UInt64(inF)), w = randomTensor([outF, inF], seed: UInt64(outF))
+            let want = naive(m: 1, n: outF, k: inF, { x[$0 * inF + $1] }, { w[$1 * inF + $0] })
+            let out = nanTensor([1, outF])
+            GEMM.linear(out: out.data, input: x.data, weight: w.data, rows: 1, inFeatures: inF, outFeatures: outF)
+            let tolerance = 1e-5 * Float(max(1, inF / 16))
+            checkClose("one row \(inF) -> \(outF)", out, want, tolerance: tolerance)
+            GEMM.linear(out: out.data, input: x.data, weight: w.data, rows: 1, inFeatures: inF, outFeatures: outF,
+                        accumulate: true)
+            for i in 0..<want.count { want[i] *= 2 }
+            checkClose("one row \(inF) -> \(outF), accumulate", out, want, tolerance: 2 * tolerance)
+        }
+    }
+
+    /// Each output of the one-row kernel sums in an order fixed by the input length alone: computing the rows in
+    /// one call, one at a time, or split over threads gives the same bits.
+    func testOneRowKernelDoesNotDependOnTheSplit() throws {
+        try XCTSkipUnless(lk_has_avx2_fma() == 1, "no AVX2 + FMA on this CPU: OpenBLAS's sgemv runs instead")
+        let inF = 100, outF = 37
+        let x = randomTensor([inF], seed: 7), w = randomTensor([outF, inF], seed: 8)
+        let whole = Tensor(shape: [outF]), single = Tensor(shape: [outF])
+        XCTAssertEqual(lk_sgemv_rows(whole.data, w.data, inF, x.data, outF, inF, 1, 0), 1)
+        for r in 0..<outF {
+            XCTAssertEqual(lk_sgemv_rows(single.data + r, w.data + r * inF, inF, x.data, 1, inF, 1, 0), 1)
+        }
+        XCTAssertEqual(whole.array, single.array)
+        // alpha and beta: y = 0.5 · W x + 2 · y
+        let y = Tensor(shape: [outF], values: (0..<outF).map { Float($0) })
+        XCTAssertEqual(lk_sgemv_rows(y.data, w.data, inF, x.data, outF, inF, 0.5, 2), 1)
+        for r in 0..<outF { XCTAssertEqual(y[r], 0.5 * whole[r] + 2 * Float(r), accuracy: 1e-5) }
+        // beta 0 ignores what y held, NaN included
+        let stale = nanTensor([outF])
+        XCTAssertEqual(lk_sgemv_rows(stale.data, w.data, inF, x.data, outF, inF, 1, 0), 1)
+        XCTAssertEqual(stale.array, whole.array)
     }
 }

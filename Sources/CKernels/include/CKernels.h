@@ -1,0 +1,38 @@
+// Hand-written CPU kernels that Swift cannot express at full speed.
+//
+// The Swift targets compile for baseline x86-64 (SSE2, no FMA, no per-function target attributes), so a Swift loop
+// cannot use AVX2 and FMA. These functions are compiled with GCC/Clang's `target` attribute and chosen at run time
+// by a CPU check; on other CPUs they report that they did nothing and the caller uses OpenBLAS.
+#ifndef CKERNELS_H
+#define CKERNELS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// 1 when this CPU runs the AVX2 + FMA kernels below, 0 when every call would return 0.
+int lk_has_avx2_fma(void);
+
+/// y[r] = alpha · Σ_i w[r·ldw + i] · x[i] + beta · y[r] for r in 0..<rows (beta 0 ignores what y held).
+///
+/// w is (rows, n) row-major with leading dimension ldw, x is (n), y is (rows): one matrix-vector product over the
+/// rows of a linear layer's weight (`y = W x`). Each y[r] is summed in an order that depends only on n, so the
+/// result does not depend on how the caller splits the rows. Returns 1, or 0 (nothing written) when the CPU lacks
+/// AVX2 and FMA.
+int lk_sgemv_rows(float *y, const float *w, size_t ldw, const float *x, size_t rows, size_t n, float alpha,
+                  float beta);
+
+/// x[i] = e^(x[i] - shift) for i in 0..<count when `store` is 1 (x untouched when 0); returns the sum of those
+/// values. The same algorithm as Swift's `expLanes` (Cody-Waite reduction, Cephes' degree-6 polynomial, 2^n in the
+/// exponent bits; 0 below -87.33) with FMA, eight lanes at a time; lanes are summed per block of 256 values in
+/// Float and the blocks in Double, in an order that depends only on count. Returns -1 (nothing done) when the CPU
+/// lacks AVX2 and FMA.
+double lk_exp_shifted(float *x, size_t count, float shift, int store);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
