@@ -80,6 +80,34 @@ public final class Generator {
         model.weights.layers[l].frozen(p).linear(out: out.data, input: input.data, rows: rows,
                                                  inFeatures: f.inFeatures, outFeatures: f.outFeatures,
                                                  accumulate: accumulate)
+        addDeltas(l, p, out: out, input: input, rows: rows)
+    }
+
+    /// The projections `a`, `b` (and `c`) of the block's normed input, which they all read: for one token and F32
+    /// weights in one parallel region over all their rows (`GEMM.linearOneRow`), otherwise one product each.
+    private func projectShared(_ l: Int, input: Tensor, rows: Int, _ a: (Projection, Tensor), _ b: (Projection, Tensor),
+                               _ c: (Projection, Tensor)? = nil) {
+        let pa = oneRowProduct(l, a), pb = oneRowProduct(l, b), pc = c.flatMap { oneRowProduct(l, $0) }
+        guard rows == 1, let pa, let pb, (c == nil) == (pc == nil) else {
+            project(l, a.0, out: a.1, input: input, rows: rows)
+            project(l, b.0, out: b.1, input: input, rows: rows)
+            if let c { project(l, c.0, out: c.1, input: input, rows: rows) }
+            return
+        }
+        GEMM.linearOneRow(input: input.data, inFeatures: a.0.features(model.dims).inFeatures, pa, pb, pc)
+        addDeltas(l, a.0, out: a.1, input: input, rows: rows)
+        addDeltas(l, b.0, out: b.1, input: input, rows: rows)
+        if let c { addDeltas(l, c.0, out: c.1, input: input, rows: rows) }
+    }
+
+    /// Projection `p` of block `l` writing `out`, when its weight is F32.
+    private func oneRowProduct(_ l: Int, _ projection: (Projection, Tensor)) -> GEMM.OneRowProduct? {
+        guard case .f32(let weight) = model.weights.layers[l].frozen(projection.0) else { return nil }
+        return GEMM.OneRowProduct(out: projection.1.data, weight: weight.data,
+                                  rows: projection.0.features(model.dims).outFeatures)
+    }
+
+    private func addDeltas(_ l: Int, _ p: Projection, out: Tensor, input: Tensor, rows: Int) {
         for delta in model.deltas[l][p] ?? [] {
             delta.forward(out: out.data, input: input.data, rows: rows, training: false)
         }
@@ -89,9 +117,7 @@ public final class Generator {
         let d = model.dims, w = model.weights.layers[l]
         RMSNorm.forward(out: normed.data, rstd: rstd.data, input: x.data, weight: w.attentionNorm.data, rows: n,
                         dim: d.dim, eps: d.normEps)
-        project(l, .q, out: q, input: normed, rows: n)
-        project(l, .k, out: k, input: normed, rows: n)
-        project(l, .v, out: v, input: normed, rows: n)
+        projectShared(l, input: normed, rows: n, (.q, q), (.k, k), (.v, v))
         RoPE.forward(x: q.data, positions: positions, rows: n, heads: d.heads, headDim: d.headDim, table: model.rope)
         RoPE.forward(x: k.data, positions: positions, rows: n, heads: d.kvHeads, headDim: d.headDim, table: model.rope)
         (keys[l].data + start * d.kvDim).update(from: k.data, count: n * d.kvDim)
@@ -100,8 +126,7 @@ public final class Generator {
         project(l, .o, out: x, input: attention, rows: n, accumulate: true)   // x += att Woᵀ
         RMSNorm.forward(out: normed.data, rstd: rstd.data, input: x.data, weight: w.ffnNorm.data, rows: n,
                         dim: d.dim, eps: d.normEps)
-        project(l, .gate, out: gate, input: normed, rows: n)
-        project(l, .up, out: up, input: normed, rows: n)
+        projectShared(l, input: normed, rows: n, (.gate, gate), (.up, up))
         SwiGLU.forward(out: hidden.data, gate: gate.data, up: up.data, count: n * d.ffnDim)
         project(l, .down, out: x, input: hidden, rows: n, accumulate: true)   // x += hidden Wdᵀ
     }

@@ -9,6 +9,9 @@ import CKernels
 public enum GEMM {
     /// Products below this many multiply-adds run on one thread: splitting costs more than it saves.
     static let splitThreshold = 1 << 20
+    /// A one-row product streams its weight from memory, two flops per weight: splitting pays from a few hundred
+    /// KB of weights on (768 × 768 at M is 2.4 MB, about 180 µs on one core against one hand-off of tens of µs).
+    static let oneRowSplitThreshold = 1 << 17
 
     /// C[m,n] = alpha · op(A) · op(B) + beta · C, row-major with explicit leading dimensions.
     ///
@@ -22,7 +25,7 @@ public enum GEMM {
                              b: UnsafePointer<Float>, ldb: Int,
                              beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         let threads = Threads.count
-        if threads <= 1 || m * n * k < splitThreshold || ParallelRegion.isInside {
+        if threads <= 1 || m * n * k < (m == 1 ? oneRowSplitThreshold : splitThreshold) || ParallelRegion.isInside {
             sgemmSerial(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                         b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
             return
@@ -89,6 +92,57 @@ public enum GEMM {
         sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: inFeatures,
               a: input, lda: inFeatures, b: weight, ldb: inFeatures,
               beta: accumulate ? 1 : 0, c: out, ldc: outFeatures)
+    }
+
+    /// One weight of `linearOneRow(input:inFeatures:_:_:_:)`: out[rows] (+)= weight[rows, inF] · input.
+    public struct OneRowProduct {
+        public let out: UnsafeMutablePointer<Float>
+        public let weight: UnsafePointer<Float>
+        public let rows: Int
+        public let accumulate: Bool
+
+        public init(out: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, rows: Int, accumulate: Bool = false) {
+            self.out = out
+            self.weight = weight
+            self.rows = rows
+            self.accumulate = accumulate
+        }
+    }
+
+    /// One input row through up to three weights that read it (q, k, v; gate, up), in one parallel region split
+    /// over all their rows together: each product alone would hand work to the other threads and wait for it
+    /// once, and generating a token is dozens of such hand-offs. The rows of each product come out as
+    /// `linear(rows: 1)` computes them.
+    public static func linearOneRow(input: UnsafePointer<Float>, inFeatures: Int, _ first: OneRowProduct,
+                                    _ second: OneRowProduct? = nil, _ third: OneRowProduct? = nil) {
+        let secondStart = first.rows, thirdStart = secondStart + (second?.rows ?? 0)
+        let total = thirdStart + (third?.rows ?? 0)
+        // rows lo..<hi of the products laid end to end
+        func run(_ lo: Int, _ hi: Int) {
+            oneRowPart(first, start: 0, lo: lo, hi: hi, input: input, inFeatures: inFeatures)
+            if let second { oneRowPart(second, start: secondStart, lo: lo, hi: hi, input: input, inFeatures: inFeatures) }
+            if let third { oneRowPart(third, start: thirdStart, lo: lo, hi: hi, input: input, inFeatures: inFeatures) }
+        }
+        let threads = Threads.count
+        if threads <= 1 || total * inFeatures < oneRowSplitThreshold || ParallelRegion.isInside {
+            run(0, total)
+            return
+        }
+        let blocks = (total + 15) / 16
+        ParallelRegion.run(threads) { part in
+            run(min(total, blocks * part / threads * 16), min(total, blocks * (part + 1) / threads * 16))
+        }
+    }
+
+    /// The rows of `product` that fall in lo..<hi, when its first row is row `start` of the products end to end.
+    @inline(__always)
+    private static func oneRowPart(_ product: OneRowProduct, start: Int, lo: Int, hi: Int, input: UnsafePointer<Float>,
+                                   inFeatures: Int) {
+        let a = max(lo, start) - start, b = min(hi, start + product.rows) - start
+        if a >= b { return }
+        sgemmSerial(transA: false, transB: true, m: 1, n: b - a, k: inFeatures, a: input, lda: inFeatures,
+                    b: product.weight + a * inFeatures, ldb: inFeatures,
+                    beta: product.accumulate ? 1 : 0, c: product.out + a, ldc: b - a)
     }
 
     /// dInput[rows, inF] (+)= dOut[rows, outF] · weight[outF, inF] — gradient through a linear layer.

@@ -101,4 +101,27 @@ final class GEMMTests: XCTestCase {
         XCTAssertEqual(lk_sgemv_rows(stale.data, w.data, inF, x.data, outF, inF, 1, 0), 1)
         XCTAssertEqual(stale.array, whole.array)
     }
+
+    /// Several weights sharing one input row, split over threads together, give the bits of separate products
+    /// (large enough to be split: 3 × 300 rows × 512 inputs).
+    func testLinearOneRowOfSeveralWeightsMatchesSeparateProducts() {
+        let inF = 512, sizes = [300, 77, 523]
+        let x = randomTensor([1, inF], seed: 11)
+        let weights = sizes.enumerated().map { randomTensor([$0.element, inF], seed: UInt64(20 + $0.offset)) }
+        let separate = sizes.map { Tensor(shape: [$0]) }
+        for i in 0..<3 {
+            GEMM.linear(out: separate[i].data, input: x.data, weight: weights[i].data, rows: 1, inFeatures: inF,
+                        outFeatures: sizes[i])
+        }
+        let fused = sizes.map { nanTensor([$0]) }
+        let products = (0..<3).map { GEMM.OneRowProduct(out: fused[$0].data, weight: weights[$0].data, rows: sizes[$0]) }
+        GEMM.linearOneRow(input: x.data, inFeatures: inF, products[0], products[1], products[2])
+        for i in 0..<3 { XCTAssertEqual(fused[i].array, separate[i].array, "product \(i)") }
+        // two products, the second accumulating
+        let before = fused[1].array
+        GEMM.linearOneRow(input: x.data, inFeatures: inF, products[0],
+                          GEMM.OneRowProduct(out: fused[1].data, weight: weights[1].data, rows: sizes[1], accumulate: true))
+        XCTAssertEqual(fused[0].array, separate[0].array)
+        for r in 0..<sizes[1] { XCTAssertEqual(fused[1][r], 2 * before[r], accuracy: 1e-5 * max(1, abs(before[r]))) }
+    }
 }
