@@ -193,16 +193,23 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
         inferenceMode = try c.decodeIfPresent(Bool.self, forKey: .inferenceMode) ?? false
         baseModelNameOrPath = try c.decodeIfPresent(String.self, forKey: .baseModelNameOrPath)
 
-        let extra = try decoder.container(keyedBy: AnyKey.self)
-        for (key, what) in Self.refusedWhenSet {
-            if let value = try extra.decodeIfPresent(JSONValue.self, forKey: AnyKey(key)), value.isSet {
-                throw LoRAKitError("\(key) is set (\(value)): adapters with \(what) are not supported")
-            }
-        }
+        let extra = try Self.refuseUnsupportedFields(decoder)
         if let value = try extra.decodeIfPresent(JSONValue.self, forKey: AnyKey("layers_pattern")), value.isSet,
            value != .string("layers"), value != .array([.string("layers")]) {
             throw LoRAKitError("layers_pattern is \(value): LLaMA models name their blocks \"layers\"")
         }
+    }
+
+    /// Throws when the config sets a field of `refusedWhenSet` (PEFT features LoRAKit does not implement); returns
+    /// the container of every key, for further checks.
+    static func refuseUnsupportedFields(_ decoder: Decoder) throws -> KeyedDecodingContainer<AnyKey> {
+        let extra = try decoder.container(keyedBy: AnyKey.self)
+        for (key, what) in refusedWhenSet {
+            if let value = try extra.decodeIfPresent(JSONValue.self, forKey: AnyKey(key)), value.isSet {
+                throw LoRAKitError("\(key) is set (\(value)): adapters with \(what) are not supported")
+            }
+        }
+        return extra
     }
 
     public func encode(to encoder: Encoder) throws {

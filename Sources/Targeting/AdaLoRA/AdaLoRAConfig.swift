@@ -112,12 +112,7 @@ public struct AdaLoRAConfig: Codable, Equatable, Sendable {
         if try c.decodeIfPresent(Bool.self, forKey: .useDora) == true {
             throw LoRAKitError("use_dora is true: AdaLoRA does not combine with DoRA (PEFT refuses it too)")
         }
-        let extra = try decoder.container(keyedBy: AnyKey.self)
-        for (key, what) in LoRAConfig.refusedWhenSet {
-            if let value = try extra.decodeIfPresent(JSONValue.self, forKey: AnyKey(key)), value.isSet {
-                throw LoRAKitError("\(key) is set (\(value)): adapters with \(what) are not supported")
-            }
-        }
+        _ = try LoRAConfig.refuseUnsupportedFields(decoder)
     }
 
     public func encode(to encoder: Encoder) throws {
