@@ -367,3 +367,19 @@ public final class AdapterSet {
         "\(d.layers) layers, hidden \(d.dim), q \(d.qDim), kv \(d.kvDim), ffn \(d.ffnDim)"
     }
 }
+
+extension AdapterSet {
+    public var mergeProblem: String? {
+        if adapters.isEmpty { return "it adapts no projection" }
+        // A DoRA set with zero B still rescales rows by its magnitudes, so it can change the model.
+        if allBZero && !isDoRA { return "every lora_B is zero, so it changes nothing (an untrained adapter?)" }
+        return nil
+    }
+
+    public func adapts(layer: Int, projection: Projection) -> Bool { adapter(layer: layer, projection: projection) != nil }
+
+    public func addMergedUpdate(layer: Int, projection: Projection, to weight: Tensor, base: Tensor) {
+        guard let lora = adapter(layer: layer, projection: projection) else { return }
+        AdapterMerge.addDelta(of: lora, to: weight, base: base)
+    }
+}

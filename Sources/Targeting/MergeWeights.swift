@@ -14,26 +14,22 @@ public enum AdapterMerge {
     /// q/v adapter into a memory-mapped 7B model costs the size of the q and v matrices, not of the model.
     /// Refuses an empty list, an adapter built for other dimensions, and an adapter whose every B is zero (it
     /// would change nothing: most likely an untrained adapter).
-    public static func merge(base: LlamaWeights, adapters: [AdapterSet], names: [String]? = nil) throws -> LlamaWeights {
+    public static func merge(base: LlamaWeights, adapters: [any AttachableAdapters], names: [String]? = nil) throws -> LlamaWeights {
         guard !adapters.isEmpty else { throw LoRAKitError("no adapter to merge: give at least one --adapter") }
         for (i, set) in adapters.enumerated() {
             let name = names?[i] ?? "adapter \(i + 1)"
             guard set.dims == base.dims else {
                 throw LoRAKitError("\(name) was built for another model (\(set.dims.layers) layers, hidden \(set.dims.dim)); the base has \(base.dims.layers) layers, hidden \(base.dims.dim)")
             }
-            guard !set.adapters.isEmpty else { throw LoRAKitError("\(name) is empty: it adapts no projection") }
-            // A DoRA set with zero B still rescales rows by its magnitudes, so it can change the model.
-            if set.allBZero && !set.isDoRA {
-                throw LoRAKitError("\(name) is empty: every lora_B is zero, so it changes nothing (an untrained adapter?)")
-            }
+            if let problem = set.mergeProblem { throw LoRAKitError("\(name) is empty: \(problem)") }
         }
         let layers = base.layers.enumerated().map { l, layer -> LayerWeights in
             func merged(_ projection: Projection) -> Tensor {
-                let loras = adapters.compactMap { $0.adapter(layer: l, projection: projection) }
                 let weight = layer.projection(projection)
-                guard !loras.isEmpty else { return weight }
+                let sets = adapters.filter { $0.adapts(layer: l, projection: projection) }
+                guard !sets.isEmpty else { return weight }
                 let out = weight.clone()
-                for lora in loras { addDelta(of: lora, to: out, base: weight) }
+                for set in sets { set.addMergedUpdate(layer: l, projection: projection, to: out, base: weight) }
                 return out
             }
             return LayerWeights(attentionNorm: layer.attentionNorm, q: merged(.q), k: merged(.k), v: merged(.v),
@@ -71,7 +67,7 @@ public enum AdapterMerge {
     /// of the former (to judge the difference against).
     ///
     /// Runs two forwards on fresh models, so models the caller holds are not touched.
-    public static func logitDifference(base: LlamaWeights, adapters: [AdapterSet], merged: LlamaWeights,
+    public static func logitDifference(base: LlamaWeights, adapters: [any AttachableAdapters], merged: LlamaWeights,
                                        tokens: [Int32]) throws -> (maxDifference: Float, maxLogit: Float) {
         let adapted = LlamaModel(weights: base)
         for set in adapters { try set.attach(to: adapted) }

@@ -10,6 +10,15 @@ public protocol AttachableAdapters: AnyObject {
     var trainable: Bool { get set }
     /// Adds the adapters to `model`'s projections (after any already there).
     func attach(to model: LlamaModel) throws
+    /// The model dimensions the adapters were built for.
+    var dims: ModelDimensions { get }
+    /// Why merging these adapters would be pointless (they adapt nothing, or every update is zero), nil otherwise.
+    var mergeProblem: String? { get }
+    /// True when the set has an adapter on `projection` of block `layer`.
+    func adapts(layer: Int, projection: Projection) -> Bool
+    /// Adds the update of the adapter on `projection` of block `layer`, multiplier included, to `weight` (an
+    /// [out, in] copy of `base`, the unmerged projection); nothing when the set does not adapt it.
+    func addMergedUpdate(layer: Int, projection: Projection, to weight: Tensor, base: Tensor)
 }
 
 /// Adapters the fine-tuner trains: every parameter in one flat buffer with a gradient buffer of the same layout

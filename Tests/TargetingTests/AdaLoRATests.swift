@@ -39,6 +39,27 @@ final class AdaLoRATests: XCTestCase {
         assertError(["ADALORA"]) { try AdapterSet.load(directory: directory, dims: weights.dims) }
     }
 
+    func testMergedAdaLoRAAdapterGivesPEFTLogits() throws {
+        Threads.set(1)
+        let directory = Self.adaLoRAFixtures + "/pruned"
+        let weights = try LlamaWeights.load(directory: Fixtures.model("gqa"))
+        let set = try AdapterDirectory.load(directory, dims: weights.dims)
+        let merged = try AdapterMerge.merge(base: weights, adapters: [set])
+        let expected = try SafeTensorsFile(path: directory + "/expected.safetensors")
+        let ids = try expected.tensor("ids").array.map { Int32($0) }
+        let want = try expected.tensor("logits")
+        let got = try LlamaModel(weights: merged).logits(TokenBatch(sequences: [ids]))
+        XCTAssertLessThan(maxAbsDifference(got.data, want.data, count: want.count), 1e-4)
+        // Only the projections with kept triplets are new; the one with rank 0 (layer 1's v) stays the base's.
+        XCTAssertTrue(merged.layers[1].v.data == weights.layers[1].v.data)
+        XCTAssertFalse(merged.layers[0].q.data == weights.layers[0].q.data)
+        // At multiplier 0.5 the merged update is half.
+        set.multiplier = 0.5
+        let half = try AdapterMerge.merge(base: weights, adapters: [set])
+        let check = try AdapterMerge.logitDifference(base: weights, adapters: [set], merged: half, tokens: ids)
+        XCTAssertLessThan(check.maxDifference, 1e-4)
+    }
+
     func testSaveAndLoadKeepOnlyThePatternsTriplets() throws {
         Threads.set(1)
         let weights = try LlamaWeights.load(directory: Fixtures.model("gqa"))

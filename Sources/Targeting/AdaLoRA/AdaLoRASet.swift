@@ -324,3 +324,23 @@ public final class AdaLoRASet: TrainableAdapters {
         return set
     }
 }
+
+extension AdaLoRASet {
+    public var mergeProblem: String? {
+        if adapters.allSatisfy({ $0.rank == 0 }) { return "rank_pattern keeps no triplet" }
+        let zero = adapters.allSatisfy { m in (0..<m.e.count).allSatisfy { m.e[$0] == 0 } || (0..<m.b.count).allSatisfy { m.b[$0] == 0 } }
+        return zero ? "every lora_E or lora_B is zero, so it changes nothing (an untrained adapter?)" : nil
+    }
+
+    public func adapts(layer: Int, projection: Projection) -> Bool {
+        adapters.contains { $0.site == AdapterSite(layer: layer, projection: projection) && $0.rank > 0 }
+    }
+
+    /// weight += m·s · B·diag(E)·A (PEFT's merge of an SVDLinear).
+    public func addMergedUpdate(layer: Int, projection: Projection, to weight: Tensor, base: Tensor) {
+        for module in adapters where module.site == AdapterSite(layer: layer, projection: projection) && module.rank > 0 {
+            let delta = module.deltaWeight()
+            for i in 0..<weight.count { weight.data[i] += delta.data[i] }
+        }
+    }
+}

@@ -48,12 +48,11 @@ public enum ModelExport {
         try checkOutput(out, overwrite: overwrite)
         let base = try LlamaWeights.load(directory: baseDirectory)
         let tokenizer = try BaseModel.tokenizer(directory: baseDirectory)
-        var adapters: [AdapterSet] = []
+        var adapters: [any AttachableAdapters] = []
         for argument in adapterArguments {
             let (directory, weight) = try AdapterSet.parseAdapterArgument(argument)
-            let set = try AdapterSet.load(directory: directory, dims: base.dims)
+            let set = try AdapterDirectory.load(directory, dims: base.dims)
             set.multiplier = weight
-            set.trainable = false
             adapters.append(set)
         }
         let names = try adapterArguments.map { try AdapterSet.parseAdapterArgument($0).directory }
@@ -89,7 +88,7 @@ public enum ModelExport {
             throw LoRAKitError.file(out, "self-check failed: the merged model's logits differ from base+adapter by \(difference) (tolerance \(tolerance)); the output was removed")
         }
         let mergedCount = (0..<base.dims.layers).reduce(0) { count, l in
-            count + Projection.allCases.filter { p in adapters.contains { $0.adapter(layer: l, projection: p) != nil } }.count
+            count + Projection.allCases.filter { p in adapters.contains { $0.adapts(layer: l, projection: p) } }.count
         }
         return MergeReport(path: out, format: format, dtype: dtype, mergedProjections: mergedCount,
                            maxDifference: difference, maxLogit: largest, checkTokens: tokens)
