@@ -39,6 +39,26 @@ final class AdaLoRATests: XCTestCase {
         assertError(["ADALORA"]) { try AdapterSet.load(directory: directory, dims: weights.dims) }
     }
 
+    /// export-adapter writes an AdaLoRA adapter as a llama.cpp LoRA: the update llama.cpp computes from the file
+    /// (alpha / r · B·A') is PEFT's s·B·diag(E)·A for every module that kept a triplet.
+    func testGGUFExportOfAdaLoRAGivesItsUpdates() throws {
+        let directory = Self.adaLoRAFixtures + "/pruned"
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("adalora-\(UUID().uuidString).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let report = try GGUFAdapterExport.export(adapterArgument: directory + ":0.5", baseDirectory: Fixtures.model("gqa"), out: out)
+        XCTAssertEqual(report.modules, 5, "the module with no kept triplet is left out")
+        let weights = try LlamaWeights.load(directory: Fixtures.model("gqa"))
+        let set = try XCTUnwrap(try AdapterDirectory.load(directory, dims: weights.dims) as? AdaLoRASet)
+        set.multiplier = 0.5
+        let exported = try GGUFAdapterExport.deltaWeights(try GGUFFile(path: out), dims: weights.dims)
+        XCTAssertEqual(exported.count, 5)
+        for module in set.adapters where module.rank > 0 {
+            let want = module.deltaWeight()
+            let got = try XCTUnwrap(exported[module.site], "\(module.site)")
+            XCTAssertLessThan(maxAbsDifference(got.data, want.data, count: want.count), 1e-6, "\(module.site)")
+        }
+    }
+
     func testMergedAdaLoRAAdapterGivesPEFTLogits() throws {
         Threads.set(1)
         let directory = Self.adaLoRAFixtures + "/pruned"

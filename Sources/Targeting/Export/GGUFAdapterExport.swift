@@ -33,7 +33,14 @@ public enum GGUFAdapterExport {
         }
         let config = try LlamaConfig.load(from: baseDirectory + "/config.json")
         let (directory, weight) = try AdapterSet.parseAdapterArgument(adapterArgument)
-        let set = try AdapterSet.load(directory: directory, dims: ModelDimensions(config))
+        let dims = ModelDimensions(config)
+        if AdapterDirectory.peftType(directory) == AdaLoRAConfig.peftTypeName {
+            let set = try AdaLoRASet.load(directory: directory, dims: dims)
+            set.multiplier = weight
+            if let problem = set.mergeProblem { throw LoRAKitError.file(directory, "the adapter is empty: \(problem)") }
+            return try write(set, type: type, name: ModelExport.modelName(out), to: out)
+        }
+        let set = try AdapterSet.load(directory: directory, dims: dims)
         set.multiplier = weight
         if set.allBZero {
             throw LoRAKitError.file(directory, "the adapter is empty: every lora_B is zero, so it changes nothing (an untrained adapter?)")
@@ -49,7 +56,38 @@ public enum GGUFAdapterExport {
         guard !set.isDoRA else {
             throw LoRAKitError("a DoRA adapter (use_dora) cannot be a llama.cpp LoRA: llama.cpp has no DoRA magnitudes; merge it into the base with `lora merge --format gguf` instead")
         }
-        let alpha = Float(set.config.loraAlpha)
+        let modules = set.adapters.map { Module(site: $0.site, a: $0.a, b: $0.b, scale: $0.effectiveScale) }
+        return try write(modules, alpha: Float(set.config.loraAlpha), dims: set.dims, type: type, name: name, to: path)
+    }
+
+    /// Writes an AdaLoRA adapter as the LoRA llama.cpp knows: each module's kept triplets become A' = diag(E)·A
+    /// ([r, in]) and B, so llama.cpp's `alpha / r · B·A'` is PEFT's `s·B·diag(E)·A`. Modules that kept no triplet
+    /// are left out.
+    @discardableResult
+    public static func write(_ set: AdaLoRASet, type: GGMLType = .f32, name: String = "adapter",
+                             to path: String) throws -> Report {
+        let modules = set.adapters.filter { $0.rank > 0 }.map { module -> Module in
+            let scaledA = module.a.clone()
+            for i in 0..<module.rank {
+                for j in 0..<module.inFeatures { scaledA[i * module.inFeatures + j] *= module.e[i] }
+            }
+            return Module(site: module.site, a: scaledA, b: module.b, scale: module.effectiveScale)
+        }
+        guard !modules.isEmpty else { throw LoRAKitError("refusing to export an empty adapter: rank_pattern keeps no triplet") }
+        return try write(modules, alpha: Float(set.config.loraAlpha), dims: set.dims, type: type, name: name, to: path)
+    }
+
+    /// One module as llama.cpp takes it: its update is `scale · B·A`, A [r, in] and B [out, r].
+    struct Module {
+        let site: AdapterSite
+        let a: Tensor
+        let b: Tensor
+        let scale: Float
+        var rank: Int { a.shape[0] }
+    }
+
+    private static func write(_ modules: [Module], alpha: Float, dims: ModelDimensions, type: GGMLType, name: String,
+                              to path: String) throws -> Report {
         var writer = GGUFWriter()
         try writer.add("general.architecture", .string(LlamaGGUF.architecture))
         try writer.add("general.type", .string("adapter"))
@@ -57,22 +95,22 @@ public enum GGUFAdapterExport {
         try writer.add("adapter.type", .string("lora"))
         try writer.add("adapter.lora.alpha", .float32(alpha))
         var rescaled: [String] = []
-        for lora in set.adapters {
-            let site = lora.site
-            var b = LlamaGGUF.ropeHeads(site.projection, set.dims).map { LlamaGGUF.permuteRoPERows(lora.b, heads: $0) } ?? lora.b
-            // llama.cpp applies alpha / r; the module needs effectiveScale.
-            let factor = lora.effectiveScale * Float(lora.rank) / alpha
+        for module in modules {
+            let site = module.site
+            var b = LlamaGGUF.ropeHeads(site.projection, dims).map { LlamaGGUF.permuteRoPERows(module.b, heads: $0) } ?? module.b
+            // llama.cpp applies alpha / r; the module needs its own scale.
+            let factor = module.scale * Float(module.rank) / alpha
             if abs(factor - 1) > 1e-6 {
-                if b === lora.b { b = lora.b.clone() }
+                if b === module.b { b = module.b.clone() }
                 for i in 0..<b.count { b[i] *= factor }
                 rescaled.append(site.moduleName)
             }
             let base = LlamaGGUF.tensorName(layer: site.layer, projection: site.projection)
-            try writer.addTensor(base + ".lora_a", lora.a, type: type)
+            try writer.addTensor(base + ".lora_a", module.a, type: type)
             try writer.addTensor(base + ".lora_b", b, type: type)
         }
         try writer.write(to: path)
-        return Report(alpha: alpha, modules: set.adapters.count, rescaledModules: rescaled)
+        return Report(alpha: alpha, modules: modules.count, rescaledModules: rescaled)
     }
 
     /// The merged update `s·B·A` ([out, in], Hugging Face row order) of every module in a GGUF adapter, as
