@@ -52,9 +52,12 @@ struct Pretrain: ParsableCommand {
         runtime.apply()
         let trainer: Pretrainer
         if let resume {
-            let (options, path) = try Pretrainer.latestCheckpoint(in: resume)
-            printError("resuming \(options.out) from \(path)")
-            trainer = try Pretrainer(options: options, resumeFrom: path)
+            var (options, path) = try Pretrainer.latestCheckpoint(in: resume)
+            // The run continues where it is now, even if its directory was moved.
+            options.out = resume
+            printError(path.map { "resuming \(resume) from \($0)" }
+                       ?? "restarting \(resume) from step 0: it stopped before its first checkpoint")
+            trainer = try Pretrainer(options: options, resumeFrom: path, continuingRun: true)
         } else {
             var o = PretrainOptions(corpus: corpus ?? "", tokenizer: tokenizer ?? "", out: out ?? "")
             o.dim = dim; o.layers = layers; o.heads = heads; o.kvHeads = kvHeads; o.hidden = hidden

@@ -61,6 +61,31 @@ final class PretrainerTests: XCTestCase {
         }
     }
 
+    /// A run killed before its first checkpoint has its run_options.json: --resume restarts it in place from step 0
+    /// and ends with the bits of an uninterrupted run.
+    func testRunStoppedBeforeItsFirstCheckpointRestartsInPlace() throws {
+        Threads.set(2)
+        let dir = try temporaryDirectory()
+        var o = try options(dir, out: dir + "/a")
+        o.steps = 6
+        _ = try Pretrainer(options: o).run()
+        let fm = FileManager.default
+        let original = try SafeTensorsFile(path: o.out + "/model.safetensors").tensor("model.norm.weight").array
+        // What a SIGKILL before the first checkpoint leaves: the run directory with its options only.
+        for name in try fm.contentsOfDirectory(atPath: o.out) where name != Pretrainer.runFileName {
+            try fm.removeItem(atPath: o.out + "/" + name)
+        }
+        let (saved, path) = try Pretrainer.latestCheckpoint(in: o.out)
+        XCTAssertNil(path)
+        XCTAssertEqual(saved, o)
+        _ = try Pretrainer(options: saved, resumeFrom: nil, continuingRun: true).run()
+        let again = try SafeTensorsFile(path: o.out + "/model.safetensors").tensor("model.norm.weight").array
+        XCTAssertEqual(original.map(\.bitPattern), again.map(\.bitPattern))
+        // A new run refuses the existing directory without --overwrite, and a directory that is no run is named.
+        XCTAssertThrowsError(try Pretrainer(options: o).run()) { XCTAssertTrue("\($0)".contains("already exists"), "\($0)") }
+        XCTAssertThrowsError(try Pretrainer.latestCheckpoint(in: dir)) { XCTAssertTrue("\($0)".contains("run_options.json"), "\($0)") }
+    }
+
     func testBadCorporaAreRefused() throws {
         let dir = try temporaryDirectory()
         var o = try options(dir, out: dir + "/never")

@@ -11,6 +11,8 @@ import Tokenizer
 /// directory (config.json, model.safetensors, tokenizer.model).
 public final class Pretrainer {
     public let options: PretrainOptions
+    /// True when this run continues the run already in `options.out` (resumed), false for a new run.
+    let continuingRun: Bool
     public let config: LlamaConfig
     public let model: LlamaModel
     let parameters: Tensor
@@ -28,9 +30,13 @@ public final class Pretrainer {
         var bestValidationLoss: Double?
     }
 
-    public init(options: PretrainOptions, resumeFrom checkpoint: String? = nil) throws {
+    /// A run from scratch, or (with `resumeFrom`) from a checkpoint. `continuingRun` continues the run in
+    /// `options.out` (whose directory exists) even without a checkpoint: a run stopped before its first one restarts
+    /// from step 0 in place. It defaults to true with a checkpoint.
+    public init(options: PretrainOptions, resumeFrom checkpoint: String? = nil, continuingRun: Bool? = nil) throws {
         try options.validate()
         self.options = options
+        self.continuingRun = continuingRun ?? (checkpoint != nil)
         let tokenizer: SentencePieceTokenizer
         do { tokenizer = try SentencePieceTokenizer(modelPath: options.tokenizer) } catch { throw LoRAKitError("\(error)") }
         guard tokenizer.bosId >= 0, tokenizer.eosId >= 0 else {
@@ -77,7 +83,7 @@ public final class Pretrainer {
     public func run(_ onEvent: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
         let out = options.out
         let resuming = state.step > 0
-        try prepareOutput(resuming: resuming)
+        try prepareOutput(continuing: continuingRun)
         let metrics = try MetricsLog(path: out + "/metrics.jsonl", truncateAfter: resuming ? state.step : 0)
         onEvent(.dataset(train: corpus.trainEnd, validation: corpus.tokens.count - corpus.trainEnd, truncated: 0, skipped: 0))
         onEvent(.start(step: state.step, totalSteps: options.steps, trainable: parameters.count))
@@ -153,16 +159,27 @@ public final class Pretrainer {
         try AtomicFile.write(tokenizerData, to: directory + "/tokenizer.model")
     }
 
-    private func prepareOutput(resuming: Bool) throws {
-        let fm = FileManager.default
-        if !resuming && fm.fileExists(atPath: options.out) {
-            guard options.overwrite else {
-                throw LoRAKitError.file(options.out, "already exists; pass --overwrite to replace it, or --resume \(options.out) to continue its run")
-            }
-            try? fm.removeItem(atPath: options.out)
+    /// The name of the file holding a run's options, written when its directory is created.
+    public static let runFileName = "run_options.json"
+
+    /// Creates the run directory with its `run_options.json` in one atomic step, so that from its first moment
+    /// `--resume` can continue it; `--overwrite` swaps an old directory out only once the new one exists. A
+    /// continued run keeps its directory (or gets a new one, when a checkpoint is continued elsewhere).
+    private func prepareOutput(continuing: Bool) throws {
+        let exists = FileManager.default.fileExists(atPath: options.out)
+        if continuing && exists { return }
+        if exists && !options.overwrite {
+            throw LoRAKitError.file(options.out, "already exists; pass --overwrite to replace it, or --resume \(options.out) to continue its run")
         }
-        do { try fm.createDirectory(atPath: options.out, withIntermediateDirectories: true) } catch {
-            throw LoRAKitError.file(options.out, "cannot create the output directory (\(error.localizedDescription))")
+        let parent = AtomicFile.parentDirectory(of: options.out)
+        do { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) } catch {
+            throw LoRAKitError.file(parent, "cannot create the output directory's parent (\(error.localizedDescription))")
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let json = try encoder.encode(options)
+        try AtomicFile.writeDirectory(at: options.out, overwrite: options.overwrite) { temporary in
+            try AtomicFile.write(json, to: temporary + "/" + Self.runFileName)
         }
     }
 
@@ -191,13 +208,20 @@ public final class Pretrainer {
         return path
     }
 
-    /// The options saved in the newest checkpoint of the run in `directory`, and that checkpoint's path.
-    public static func latestCheckpoint(in directory: String) throws -> (options: PretrainOptions, path: String) {
-        guard let newest = TrainerCheckpoint.list(directory: directory).last else {
-            throw LoRAKitError.file(directory, "no checkpoint-N directory to resume from")
+    /// The options saved in the newest checkpoint of the run in `directory`, and that checkpoint's path; for a run
+    /// stopped before its first checkpoint, the options of its `run_options.json` and no path (it restarts).
+    public static func latestCheckpoint(in directory: String) throws -> (options: PretrainOptions, path: String?) {
+        if let newest = TrainerCheckpoint.list(directory: directory).last {
+            let file = try readState(newest.path)
+            return (file.options, newest.path)
         }
-        let file = try readState(newest.path)
-        return (file.options, newest.path)
+        let runFile = directory + "/" + runFileName
+        guard let data = FileManager.default.contents(atPath: runFile) else {
+            throw LoRAKitError.file(directory, "no checkpoint-N directory and no \(runFileName): not a `lora pretrain` run to resume")
+        }
+        do { return (try JSONDecoder().decode(PretrainOptions.self, from: data), nil) } catch {
+            throw LoRAKitError.file(runFile, "not the options of a `lora pretrain` run (\(error))")
+        }
     }
 
     private static func readState(_ path: String) throws -> StateFile {
