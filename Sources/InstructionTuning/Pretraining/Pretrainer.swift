@@ -160,7 +160,7 @@ public final class Pretrainer {
     }
 
     /// The name of the file holding a run's options, written when its directory is created.
-    public static let runFileName = "run_options.json"
+    public static let runFileName = TrainerCheckpoint.runFileName
 
     /// Creates the run directory with its `run_options.json` in one atomic step, so that from its first moment
     /// `--resume` can continue it; `--overwrite` swaps an old directory out only once the new one exists. A
@@ -171,16 +171,7 @@ public final class Pretrainer {
         if exists && !options.overwrite {
             throw LoRAKitError.file(options.out, "already exists; pass --overwrite to replace it, or --resume \(options.out) to continue its run")
         }
-        let parent = AtomicFile.parentDirectory(of: options.out)
-        do { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) } catch {
-            throw LoRAKitError.file(parent, "cannot create the output directory's parent (\(error.localizedDescription))")
-        }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let json = try encoder.encode(options)
-        try AtomicFile.writeDirectory(at: options.out, overwrite: options.overwrite) { temporary in
-            try AtomicFile.write(json, to: temporary + "/" + Self.runFileName)
-        }
+        try TrainerCheckpoint.createRunDirectory(at: options.out, overwrite: options.overwrite, runFile: options)
     }
 
     // MARK: checkpoints

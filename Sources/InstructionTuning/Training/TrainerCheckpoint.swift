@@ -73,13 +73,20 @@ public struct TrainerCheckpoint {
     /// Creates the run directory `options.out` atomically, holding `run_options.json` (an existing one is replaced
     /// only with `options.overwrite`, and only once the new one is complete).
     static func createRunDirectory(options: FineTuneOptions, threads: Int) throws {
-        let out = options.out
+        try createRunDirectory(at: options.out, overwrite: options.overwrite,
+                               runFile: RunFile(options: options, threads: threads, format: format))
+    }
+
+    /// Creates the run directory `out` holding only `run_options.json` (`runFile` as JSON), in one atomic step;
+    /// with `overwrite` an existing directory is swapped out only once the new one exists. Shared by fine-tuning
+    /// and pretraining runs.
+    static func createRunDirectory<RunOptions: Encodable>(at out: String, overwrite: Bool, runFile: RunOptions) throws {
         let parent = parentDirectory(of: out)
         do { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) } catch {
             throw LoRAKitError.file(parent, "cannot create the output directory's parent (\(describe(error)))")
         }
-        let json = try encode(RunFile(options: options, threads: threads, format: format))
-        try AtomicFile.writeDirectory(at: out, overwrite: options.overwrite) { temporary in
+        let json = try encode(runFile)
+        try AtomicFile.writeDirectory(at: out, overwrite: overwrite) { temporary in
             try AtomicFile.write(json, to: temporary + "/" + runFileName)
         }
     }

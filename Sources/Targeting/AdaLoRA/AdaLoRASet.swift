@@ -338,9 +338,8 @@ extension AdaLoRASet {
 
     /// weight += m·s · B·diag(E)·A (PEFT's merge of an SVDLinear).
     public func addMergedUpdate(layer: Int, projection: Projection, to weight: Tensor, base: Tensor) {
-        for module in adapters where module.site == AdapterSite(layer: layer, projection: projection) && module.rank > 0 {
-            let delta = module.deltaWeight()
-            for i in 0..<weight.count { weight.data[i] += delta.data[i] }
+        for module in adapters where module.site == AdapterSite(layer: layer, projection: projection) {
+            module.addDelta(to: weight)
         }
     }
 }

@@ -164,14 +164,27 @@ public final class SVDLinear: ProjectionDelta {
         }
     }
 
+    /// diag(e)·A, [r, in]: the A a plain LoRA needs to compute this adapter's update (as llama.cpp does).
+    public func eScaledA() -> Tensor {
+        let scaledA = a.clone()
+        for i in 0..<rank { for j in 0..<inFeatures { scaledA.data[i * inFeatures + j] *= e.data[i] } }
+        return scaledA
+    }
+
+    /// weight[out, in] += s·B·diag(e)·A, in place: PEFT's merge of an SVDLinear.
+    public func addDelta(to weight: Tensor) {
+        precondition(weight.shape == [outFeatures, inFeatures], "AdaLoRA merge: \(weight.shape) vs adapter")
+        guard rank > 0 else { return }
+        let scaledA = eScaledA()
+        // (out, r)·(r, in) -> (out, in)
+        GEMM.sgemm(transA: false, transB: false, m: outFeatures, n: inFeatures, k: rank, alpha: effectiveScale,
+                   a: b.data, lda: rank, b: scaledA.data, ldb: inFeatures, beta: 1, c: weight.data, ldc: inFeatures)
+    }
+
     /// The merged weight update s·B·diag(e)·A, [out, in] (PEFT's `get_delta_weight`).
     public func deltaWeight() -> Tensor {
         let delta = Tensor(shape: [outFeatures, inFeatures])
-        let scaledA = Tensor(shape: [rank, inFeatures])
-        for i in 0..<rank { for j in 0..<inFeatures { scaledA.data[i * inFeatures + j] = a.data[i * inFeatures + j] * e.data[i] } }
-        // (out, r)·(r, in) -> (out, in)
-        GEMM.sgemm(transA: false, transB: false, m: outFeatures, n: inFeatures, k: rank, alpha: effectiveScale,
-                   a: b.data, lda: rank, b: scaledA.data, ldb: inFeatures, beta: 0, c: delta.data, ldc: inFeatures)
+        addDelta(to: delta)
         return delta
     }
 }

@@ -66,12 +66,8 @@ public enum GGUFAdapterExport {
     @discardableResult
     public static func write(_ set: AdaLoRASet, type: GGMLType = .f32, name: String = "adapter",
                              to path: String) throws -> Report {
-        let modules = set.adapters.filter { $0.rank > 0 }.map { module -> Module in
-            let scaledA = module.a.clone()
-            for i in 0..<module.rank {
-                for j in 0..<module.inFeatures { scaledA[i * module.inFeatures + j] *= module.e[i] }
-            }
-            return Module(site: module.site, a: scaledA, b: module.b, scale: module.effectiveScale)
+        let modules = set.adapters.filter { $0.rank > 0 }.map {
+            Module(site: $0.site, a: $0.eScaledA(), b: $0.b, scale: $0.effectiveScale)
         }
         guard !modules.isEmpty else { throw LoRAKitError("refusing to export an empty adapter: rank_pattern keeps no triplet") }
         return try write(modules, alpha: Float(set.config.loraAlpha), dims: set.dims, type: type, name: name, to: path)
