@@ -1,7 +1,10 @@
 import CBLAS
 import CKernels
 
-/// Matrix products through OpenBLAS `cblas_sgemm`, always on whole row panels.
+/// Matrix products, split into row or column panels over LoRAKit's threads.
+///
+/// Each panel runs single-threaded on LoRAKit's AVX2 kernel (`lk_sgemm`, `Sources/CKernels/sgemm.c`) where the CPU
+/// has AVX2 and FMA and the product is not thin (every side at least 16), on OpenBLAS's `cblas_sgemm` otherwise.
 ///
 /// Layout legend used throughout LoRAKit: a linear layer's weight is `[out, in]` (PyTorch's), activations
 /// are `[rows, features]` with rows = B·T. So `y = x Wᵀ` is `linear`, and its two backward products are
@@ -12,6 +15,25 @@ public enum GEMM {
     /// A one-row product streams its weight from memory, two flops per weight: splitting pays from a few hundred
     /// KB of weights on (768 × 768 at M is 2.4 MB, about 180 µs on one core against one hand-off of tens of µs).
     static let oneRowSplitThreshold = 1 << 17
+
+    /// Which code multiplies the panels of a large product.
+    public enum Kernel: String, CaseIterable, Sendable {
+        /// LoRAKit's blocked AVX2 + FMA kernel where the CPU has it (OpenBLAS on other CPUs and for thin products).
+        case lorakit
+        /// OpenBLAS's `cblas_sgemm` for everything (the kernel before LoRAKit had its own; for comparisons).
+        case openblas
+    }
+
+    /// The kernel of every product from now on; `lora bench --gemm` sets it.
+    nonisolated(unsafe) public static var kernel = Kernel.lorakit
+
+    /// Sides below this go to OpenBLAS: LoRA's rank-r products (r < 16) would fill a 6 × 16 register tile by half.
+    static let ownKernelMinimumSide = 16
+
+    /// The kernel that runs a product of these sides with `kernel` chosen: "lorakit-avx2" or "openblas".
+    public static var kernelInUse: String {
+        kernel == .lorakit && lk_has_avx2_fma() == 1 ? "lorakit-avx2" : "openblas"
+    }
 
     /// C[m,n] = alpha · op(A) · op(B) + beta · C, row-major with explicit leading dimensions.
     ///
@@ -81,6 +103,18 @@ public enum GEMM {
             else if beta != 1 { for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } } }
             return
         }
+        if kernel == .lorakit && min(m, n, k) >= ownKernelMinimumSide
+            && lk_sgemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) != 0 {
+            return
+        }
+        openBLAS(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                 beta: beta, c: c, ldc: ldc)
+    }
+
+    /// `cblas_sgemm` itself, on the calling thread (also what `lora bench` measures its ceiling with).
+    public static func openBLAS(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+                                a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                                beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }

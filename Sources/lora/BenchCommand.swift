@@ -10,8 +10,9 @@ struct Bench: ParsableCommand {
         discussion: """
             Takes the flags of shared/bench/torch_peft_bench.py, so the two run the same configuration side by \
             side. Prints tokens_per_s, step_s, peak_rss_mib, gflops (DESIGN §5 FLOPs per second), \
-            sgemm_peak_gflops (cblas_sgemm's best in this process), params, trainable and the OpenBLAS kernel \
-            (openblas_core; openblas_coretype is the environment variable as seen, "" when unset).
+            sgemm_peak_gflops (cblas_sgemm's best in this process), params, trainable, gemm (the kernel of the \
+            matrix products, --gemm) and the OpenBLAS kernel (openblas_core; openblas_coretype is the environment \
+            variable as seen, "" when unset).
             With --generate N it times generation instead: the prompt, then N greedy tokens through the KV cache \
             of `lora generate` (an end-of-sequence token does not stop it), on --base DIR or on the random model \
             of the flags; tokens_per_s counts the N new tokens only.
@@ -41,6 +42,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Time generation of N new tokens instead of training.") var generate: Int?
     @Option(help: "Prompt length for --generate (BOS and random ids).") var promptTokens = 16
     @Option(help: "For --generate: a model directory to load instead of random weights.") var base: String?
+    @Option(help: "Matrix-product kernel: lorakit (LoRAKit's AVX2 kernel; OpenBLAS on CPUs without AVX2 and for thin products) or openblas.")
+    var gemm = "lorakit"
     @Flag(help: "Print each step's time to stderr.") var verbose = false
     @OptionGroup var quantization: QuantizationOptions
 
@@ -48,7 +51,7 @@ struct Bench: ParsableCommand {
         var o = BenchmarkOptions()
         o.dim = dim; o.layers = layers; o.heads = heads; o.kvHeads = kvHeads; o.hidden = hidden; o.vocab = vocab
         o.seq = seq; o.batch = batch; o.targets = targets; o.rank = rank; o.steps = steps; o.warmup = warmup
-        o.threads = threads; o.seed = seed
+        o.threads = threads; o.seed = seed; o.gemm = gemm
         o.quantize = quantization.quantize; o.doubleQuant = quantization.doubleQuant
         o.sgemmSizes = sgemmSizes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) ?? 0 }
         return o
@@ -73,6 +76,7 @@ struct Bench: ParsableCommand {
         }
         if let generate {
             Threads.set(threads)
+            GEMM.kernel = try options.kernel
             let quantization = try options.quantization
             let weights = try base.map { try LlamaWeights.load(directory: $0, quantization: quantization, inMemory: true) }
                 ?? LlamaWeights.random(config: options.modelConfig, seed: seed, quantization: quantization)

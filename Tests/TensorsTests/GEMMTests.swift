@@ -124,4 +124,92 @@ final class GEMMTests: XCTestCase {
         XCTAssertEqual(fused[0].array, separate[0].array)
         for r in 0..<sizes[1] { XCTAssertEqual(fused[1][r], 2 * before[r], accuracy: 1e-5 * max(1, abs(before[r]))) }
     }
+
+    // MARK: LoRAKit's blocked kernel (lk_sgemm)
+
+    /// op(A)·op(B) against the Double reference for every transpose combination, with sizes that leave edges in
+    /// every direction (rows not a multiple of the 6-row tile, columns not of 16, K in several uneven blocks of at
+    /// most 320 and in one), leading dimensions wider than the matrices, alpha ≠ 1, and beta 0 (C full of NaN:
+    /// never read), 1 and −0.5.
+    func testOwnKernelMatchesTheReference() throws {
+        try XCTSkipUnless(lk_has_avx2_fma() == 1, "no AVX2 + FMA on this CPU: OpenBLAS runs every product")
+        let shapes = [(1, 1, 1), (6, 16, 8), (7, 17, 33), (37, 45, 300), (150, 70, 321), (13, 160, 700), (200, 33, 1000)]
+        for (m, n, k) in shapes {
+            for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
+                // op(A) is m × k: stored (m, k + 3) or, transposed, (k, m + 5); the same for B with n
+                let lda = transA ? m + 5 : k + 3, ldb = transB ? k + 2 : n + 4, ldc = n + 7
+                let a = randomTensor([transA ? k : m, lda], seed: UInt64(m * 31 + k))
+                let b = randomTensor([transB ? n : k, ldb], seed: UInt64(n * 17 + k))
+                let opA = { (i: Int, p: Int) in transA ? a[p * lda + i] : a[i * lda + p] }
+                let opB = { (p: Int, j: Int) in transB ? b[j * ldb + p] : b[p * ldb + j] }
+                let product = naive(m: m, n: n, k: k, opA, opB)
+                let label = "\(m)×\(n)×\(k) transA \(transA) transB \(transB)"
+                let tolerance = 2e-6 * Float(k).squareRoot() * 4
+                for beta: Float in [0, 1, -0.5] {
+                    let c = beta == 0 ? nanTensor([m, ldc]) : randomTensor([m, ldc], seed: 99)
+                    let before = c.array
+                    XCTAssertEqual(lk_sgemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, 0.5, a.data, lda, b.data, ldb,
+                                            beta, c.data, ldc), 1)
+                    var worst: Float = 0
+                    for i in 0..<m {
+                        for j in 0..<ldc {
+                            let got = c[i * ldc + j]
+                            if j >= n {
+                                // outside the n columns C is untouched (NaN stays NaN)
+                                XCTAssert(got.bitPattern == before[i * ldc + j].bitPattern, "\(label): wrote column \(j)")
+                                continue
+                            }
+                            let want = 0.5 * product[i * n + j] + (beta == 0 ? 0 : beta * before[i * ldc + j])
+                            let d = abs(got - want)
+                            if !(d <= worst) { worst = d }
+                        }
+                    }
+                    XCTAssert(worst <= tolerance, "\(label) beta \(beta): max abs diff \(worst) > \(tolerance)")
+                }
+            }
+        }
+    }
+
+    /// Each element of C is summed over K in an order fixed by K alone: computing C whole, in row parts cut
+    /// anywhere, or in column parts cut off the 16-column panels gives the same bits — so the thread split of
+    /// `GEMM.sgemm` never changes a result.
+    func testOwnKernelDoesNotDependOnTheSplit() throws {
+        try XCTSkipUnless(lk_has_avx2_fma() == 1, "no AVX2 + FMA on this CPU: OpenBLAS runs every product")
+        let m = 50, n = 75, k = 700
+        let a = randomTensor([m, k], seed: 1), w = randomTensor([n, k], seed: 2)
+        let whole = Tensor(shape: [m, n])
+        XCTAssertEqual(lk_sgemm(0, 1, m, n, k, 1, a.data, k, w.data, k, 0, whole.data, n), 1)
+        let rowParts = Tensor(shape: [m, n])
+        for (lo, hi) in [(0, 7), (7, 8), (8, 31), (31, 50)] {
+            XCTAssertEqual(lk_sgemm(0, 1, hi - lo, n, k, 1, a.data + lo * k, k, w.data, k, 0,
+                                    rowParts.data + lo * n, n), 1)
+        }
+        XCTAssertTrue(bitwiseEqual(whole, rowParts), "row parts")
+        let columnParts = Tensor(shape: [m, n])
+        for (lo, hi) in [(0, 5), (5, 40), (40, 75)] {
+            XCTAssertEqual(lk_sgemm(0, 1, m, hi - lo, k, 1, a.data, k, w.data + lo * k, k, 0,
+                                    columnParts.data + lo, n), 1)
+        }
+        XCTAssertTrue(bitwiseEqual(whole, columnParts), "column parts")
+        // and GEMM.sgemm gives those bits on one thread and on two
+        for threads in [1, 2] {
+            Threads.set(threads)
+            let split = nanTensor([m, n])
+            GEMM.linear(out: split.data, input: a.data, weight: w.data, rows: m, inFeatures: k, outFeatures: n)
+            XCTAssertTrue(bitwiseEqual(whole, split), "GEMM.sgemm on \(threads) threads")
+        }
+    }
+
+    /// `GEMM.kernel = .openblas` sends every product to OpenBLAS; both kernels agree to rounding.
+    func testBothKernelsAgree() {
+        let m = 64, n = 96, k = 288
+        let x = randomTensor([m, k], seed: 3), w = randomTensor([n, k], seed: 4)
+        let own = Tensor(shape: [m, n]), openBLAS = Tensor(shape: [m, n])
+        GEMM.linear(out: own.data, input: x.data, weight: w.data, rows: m, inFeatures: k, outFeatures: n)
+        GEMM.kernel = .openblas
+        defer { GEMM.kernel = .lorakit }
+        XCTAssertEqual(GEMM.kernelInUse, "openblas")
+        GEMM.linear(out: openBLAS.data, input: x.data, weight: w.data, rows: m, inFeatures: k, outFeatures: n)
+        checkClose("lorakit against openblas", own, openBLAS, tolerance: 1e-4)
+    }
 }

@@ -24,6 +24,14 @@ int lk_has_avx2_fma(void);
 int lk_sgemv_rows(float *y, const float *w, size_t ldw, const float *x, size_t rows, size_t n, float alpha,
                   float beta);
 
+/// C[m,n] = alpha · op(A)[m,k] · op(B)[k,n] + beta · C, row-major with leading dimensions (op(A)[i][p] is
+/// a[p·lda + i] when transA is 1, a[i·lda + p] otherwise; the same for B). Single-threaded, blocked for the caches;
+/// beta 0 never reads C. Each element of C is summed over k in an order that depends only on k, so the result does
+/// not depend on how the caller splits C. Returns 1, or 0 (nothing written) when the CPU lacks AVX2 and FMA, a size
+/// is 0, or the packing buffers cannot be allocated.
+int lk_sgemm(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+             const float *b, size_t ldb, float beta, float *c, size_t ldc);
+
 /// x[i] = e^(x[i] - shift) for i in 0..<count when `store` is 1 (x untouched when 0); returns the sum of those
 /// values. The same algorithm as Swift's `expLanes` (Cody-Waite reduction, Cephes' degree-6 polynomial, 2^n in the
 /// exponent bits; 0 below -87.33) with FMA, eight lanes at a time; lanes are summed per block of 256 values in

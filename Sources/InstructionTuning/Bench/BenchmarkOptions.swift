@@ -29,6 +29,8 @@ public struct BenchmarkOptions: Codable, Equatable, Sendable {
     /// How the base's projections are stored: `none` or `nf4` (`--quantize`), with `doubleQuant` for NF4.
     public var quantize = "none"
     public var doubleQuant = true
+    /// The matrix-product kernel (`--gemm`): `lorakit` or `openblas` (`GEMM.Kernel`).
+    public var gemm = "lorakit"
 
     public init() {}
 
@@ -54,6 +56,18 @@ public struct BenchmarkOptions: Codable, Equatable, Sendable {
         }
         _ = try TargetSelection.parseTargets(targets)
         _ = try quantization
+        _ = try kernel
+    }
+
+    /// The kernel named by `gemm`.
+    public var kernel: GEMM.Kernel {
+        get throws {
+            guard let kernel = GEMM.Kernel(rawValue: gemm) else {
+                let names = GEMM.Kernel.allCases.map(\.rawValue).joined(separator: ", ")
+                throw LoRAKitError("unknown --gemm '\(gemm)'; choose one of \(names)")
+            }
+            return kernel
+        }
     }
 
     /// The storage of the base's projections.

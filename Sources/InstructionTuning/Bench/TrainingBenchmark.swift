@@ -19,10 +19,13 @@ public struct BenchmarkResult: Codable, Sendable {
     /// Matrix and attention FLOPs per trained token (DESIGN §5), and what the timed steps achieved per second.
     public var flopsPerToken: Double
     public var gflops: Double
-    /// `cblas_sgemm`'s best in this process, with the same threads and kernel, and `gflops` as a share of it.
+    /// `cblas_sgemm`'s best in this process, with the same threads, and `gflops` as a share of it (the issue's
+    /// yardstick; LoRAKit's own kernel does not count towards it).
     public var sgemmPeakGflops: Double
     public var sgemmFraction: Double
     public var openblasCore: String
+    /// The kernel the large products ran on: "lorakit-avx2" or "openblas" (`--gemm`).
+    public var gemm = GEMM.kernelInUse
     /// `OPENBLAS_CORETYPE` as the process saw it ("" when unset): which kernels the figures are for.
     public var openblasCoretype: String
     public var threads: Int
@@ -37,7 +40,7 @@ public struct BenchmarkResult: Codable, Sendable {
     public var baseWeightFraction = 1.0
 
     enum CodingKeys: String, CodingKey {
-        case impl, params, trainable, threads, loss
+        case impl, params, trainable, threads, loss, gemm
         case tokensPerSecond = "tokens_per_s", stepSeconds = "step_s", stepSecondsMedian = "step_s_median"
         case peakRSSMiB = "peak_rss_mib", flopsPerToken = "flops_per_token", gflops
         case sgemmPeakGflops = "sgemm_peak_gflops", sgemmFraction = "sgemm_fraction"
@@ -78,6 +81,7 @@ public enum TrainingBenchmark {
         throws -> BenchmarkResult {
         try options.validate()
         Threads.set(options.threads)
+        GEMM.kernel = try options.kernel
         // The ceiling before and after the run, the better of the two (a noisy machine can spoil one): the buffers
         // of the first are freed before the model exists, the second runs after the peak RSS is read.
         let ceilingBefore = SGEMMCeiling.measure(sizes: options.sgemmSizes)
