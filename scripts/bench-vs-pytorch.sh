@@ -73,6 +73,10 @@ for i in $(seq 1 "$repeats"); do
         # shellcheck disable=SC2086
         env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$LORA" bench ${FLAGS[$config]} --threads "$threads" \
             | record "$config" lora-native
+        # the same with every product on OpenBLAS (LoRAKit's kernel off), for the kernel's share of the difference
+        # shellcheck disable=SC2086
+        env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$LORA" bench ${FLAGS[$config]} --threads "$threads" \
+            --gemm openblas | record "$config" lora-openblas
     done
 done
 
@@ -135,28 +139,32 @@ print(f"Measured {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {cpu}, {c
       f"median of {repeats} runs per cell; torch {first('S', 'torch', 'torch')}; "
       f"OpenBLAS core: environment as is = {first('S', 'lora-env', 'openblas_core')} "
       f"(OPENBLAS_CORETYPE={first('S', 'lora-env', 'openblas_coretype') or 'unset'}), "
-      f"native = {first('S', 'lora-native', 'openblas_core')}; load average {load_start} at the start, "
+      f"native = {first('S', 'lora-native', 'openblas_core')}; lora's matrix kernel: "
+      f"{first('S', 'lora-native', 'gemm')}; load average {load_start} at the start, "
       f"{load_end} at the end.")
 print()
 print("| config | PyTorch+PEFT tok/s | lora (env) tok/s | lora (native) tok/s | ratio env | ratio native | "
+      "lora, all products on OpenBLAS (native) tok/s | "
       "lora GFLOP/s (native) | sgemm ceiling GFLOP/s | share of ceiling | PyTorch peak RSS MiB | lora peak RSS MiB | RSS ratio |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for config in ["S", "M"]:
     torch = pick(config, "torch", "tokens_per_s")
     env, native = pick(config, "lora-env", "tokens_per_s"), pick(config, "lora-native", "tokens_per_s")
     if torch is None or env is None or native is None:
         continue
+    openblas = pick(config, "lora-openblas", "tokens_per_s")
+    openblas_cell = f"{openblas:.1f} ({openblas / torch:.2f}×)" if openblas is not None else "—"
     gflops, ceiling = pick(config, "lora-native", "gflops"), pick(config, "lora-native", "sgemm_peak_gflops")
     trss, lrss = pick(config, "torch", "peak_rss_mib"), pick(config, "lora-native", "peak_rss_mib")
     print(f"| {config} | {torch:.1f} | {env:.1f} | {native:.1f} | {env / torch:.2f}× | {native / torch:.2f}× | "
-          f"{gflops:.1f} | {ceiling:.1f} | {gflops / ceiling:.0%} | {trss:.0f} | {lrss:.0f} | {lrss / trss:.2f} |")
+          f"{openblas_cell} | {gflops:.1f} | {ceiling:.1f} | {gflops / ceiling:.0%} | {trss:.0f} | {lrss:.0f} | {lrss / trss:.2f} |")
 gen, ref = pick("M", "lora-generate", "tokens_per_s"), pick("M", "llama.cpp", "tokens_per_s")
 if gen is not None and ref is not None:
     print()
     print("| generation (M, F32, 128 new tokens, greedy) | tokens/s |")
     print("|---|---|")
     print(f"| llama.cpp (llama-cpp-python) | {ref:.1f} |")
-    print(f"| lora (native OpenBLAS) | {gen:.1f} |")
+    print(f"| lora (OPENBLAS_CORETYPE unset) | {gen:.1f} |")
     print(f"| ratio | {gen / ref:.2f}× |")
     same = first("M", "lora-generate", "tokens") == first("M", "llama.cpp", "tokens")
     print()
