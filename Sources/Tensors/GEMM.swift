@@ -4,7 +4,8 @@ import CKernels
 /// Matrix products, split into row or column panels over LoRAKit's threads.
 ///
 /// Each panel runs single-threaded on LoRAKit's AVX2 kernel (`lk_sgemm`, `Sources/CKernels/sgemm.c`) where the CPU
-/// has AVX2 and FMA and the product is not thin (every side at least 16), on OpenBLAS's `cblas_sgemm` otherwise.
+/// has AVX2 and FMA, OpenBLAS runs AVX2 kernels too, and the product is not thin (every side at least 16); on
+/// OpenBLAS's `cblas_sgemm` otherwise.
 ///
 /// Layout legend used throughout LoRAKit: a linear layer's weight is `[out, in]` (PyTorch's), activations
 /// are `[rows, features]` with rows = B·T. So `y = x Wᵀ` is `linear`, and its two backward products are
@@ -30,9 +31,15 @@ public enum GEMM {
     /// Sides below this go to OpenBLAS: LoRA's rank-r products (r < 16) would fill a 6 × 16 register tile by half.
     static let ownKernelMinimumSide = 16
 
-    /// The kernel that runs a product of these sides with `kernel` chosen: "lorakit-avx2" or "openblas".
+    /// Whether this machine runs LoRAKit's kernel when `kernel` is `.lorakit`: the CPU has AVX2 and FMA, and OpenBLAS
+    /// runs AVX2 kernels itself. OpenBLAS's AVX-512 kernels (SkylakeX and later: twice the vector width) beat any
+    /// AVX2 code, so where OpenBLAS picked one of them (`OPENBLAS_CORETYPE` unset on an AVX-512 CPU) it keeps every
+    /// product.
+    static let ownKernelRuns: Bool = lk_has_avx2_fma() == 1 && !Threads.blasUsesAVX512
+
+    /// The kernel that runs the large products: "lorakit-avx2" or "openblas".
     public static var kernelInUse: String {
-        kernel == .lorakit && lk_has_avx2_fma() == 1 ? "lorakit-avx2" : "openblas"
+        kernel == .lorakit && ownKernelRuns ? "lorakit-avx2" : "openblas"
     }
 
     /// C[m,n] = alpha · op(A) · op(B) + beta · C, row-major with explicit leading dimensions.
@@ -103,7 +110,7 @@ public enum GEMM {
             else if beta != 1 { for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } } }
             return
         }
-        if kernel == .lorakit && min(m, n, k) >= ownKernelMinimumSide
+        if kernel == .lorakit && ownKernelRuns && min(m, n, k) >= ownKernelMinimumSide
             && lk_sgemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) != 0 {
             return
         }

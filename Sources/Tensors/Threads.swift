@@ -40,6 +40,11 @@ public enum Threads {
         return String(cString: name)
     }
 
+    /// Whether OpenBLAS runs its AVX-512 kernels (cores SkylakeX, Cooperlake, SapphireRapids).
+    public static var blasUsesAVX512: Bool {
+        ["skylakex", "cooperlake", "sapphirerapids"].contains(blasCore.lowercased())
+    }
+
     /// Runs `body` with OpenBLAS's own pool at `n` threads, then returns it to one thread (for measuring
     /// `cblas_sgemm` as OpenBLAS threads it, next to LoRAKit's split).
     public static func withBLASThreads<R>(_ n: Int, _ body: () throws -> R) rethrows -> R {

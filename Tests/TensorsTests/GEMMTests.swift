@@ -191,7 +191,9 @@ final class GEMMTests: XCTestCase {
                                     columnParts.data + lo, n), 1)
         }
         XCTAssertTrue(bitwiseEqual(whole, columnParts), "column parts")
-        // and GEMM.sgemm gives those bits on one thread and on two
+        // and GEMM.sgemm gives those bits on one thread and on two (where it runs this kernel: not where OpenBLAS
+        // has AVX-512 kernels)
+        guard GEMM.kernelInUse == "lorakit-avx2" else { return }
         for threads in [1, 2] {
             Threads.set(threads)
             let split = nanTensor([m, n])
