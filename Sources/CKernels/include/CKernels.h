@@ -39,6 +39,16 @@ int lk_sgemm(int transA, int transB, size_t m, size_t n, size_t k, float alpha, 
 /// lacks AVX2 and FMA.
 double lk_exp_shifted(float *x, size_t count, float shift, int store);
 
+/// SwiGLU's forward, out[i] = gate[i] / (1 + e^-gate[i]) · up[i] (out may alias gate or up), with the exponential
+/// of `lk_exp_shifted`, over the first count rounded down to a multiple of 8 elements; returns how many it did (0
+/// when the CPU lacks AVX2 and FMA). The caller does the rest.
+size_t lk_swiglu_forward(float *out, const float *gate, const float *up, size_t count);
+
+/// SwiGLU's backward: dGate = dOut·up·σ(gate)·(1 + gate·(1 − σ(gate))), dUp = dOut·gate·σ(gate), over the first
+/// count rounded down to a multiple of 8 elements; returns how many it did, like `lk_swiglu_forward`.
+size_t lk_swiglu_backward(float *dGate, float *dUp, const float *dOut, const float *gate, const float *up,
+                          size_t count);
+
 #ifdef __cplusplus
 }
 #endif

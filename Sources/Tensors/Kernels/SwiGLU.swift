@@ -1,3 +1,5 @@
+import CKernels
+
 /// The gated activation of the LLaMA feed-forward block: `out = silu(gate) · up`, silu(x) = x · sigmoid(x).
 ///
 /// gate and up are the outputs of `gate_proj` and `up_proj`, (rows, F) each, flattened to `count` floats.
@@ -6,7 +8,9 @@ public enum SwiGLU {
     public static func forward(out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>,
                                up: UnsafePointer<Float>, count: Int) {
         parallelFor(count, minChunk: 16_384) { range in
-            var i = range.lowerBound
+            // AVX2 where the CPU has it, these lanes in Swift otherwise; the scalar loop takes the tail
+            var i = range.lowerBound + lk_swiglu_forward(out + range.lowerBound, gate + range.lowerBound,
+                                                         up + range.lowerBound, range.count)
             while i + 8 <= range.upperBound {
                 let g = loadLanes(gate, i)
                 // torch's silu: x / (1 + exp(-x))
@@ -29,7 +33,8 @@ public enum SwiGLU {
                                 dOut: UnsafePointer<Float>, gate: UnsafePointer<Float>,
                                 up: UnsafePointer<Float>, count: Int) {
         parallelFor(count, minChunk: 16_384) { range in
-            var i = range.lowerBound
+            let lo = range.lowerBound
+            var i = lo + lk_swiglu_backward(dGate + lo, dUp + lo, dOut + lo, gate + lo, up + lo, range.count)
             while i + 8 <= range.upperBound {
                 let g = loadLanes(gate, i), u = loadLanes(up, i), dy = loadLanes(dOut, i)
                 let sigmoid = 1 / (1 + expLanes(-g))
