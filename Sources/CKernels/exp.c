@@ -78,6 +78,43 @@ double lk_exp_shifted(float *x, size_t count, float shift, int store) {
     return -1;
 }
 
+// the largest of x[0..<count], count ≥ 1
+__attribute__((target("avx2,fma")))
+static float lk_maximum_avx2(const float *x, size_t count) {
+    size_t i = 0;
+    float best = x[0];
+    if (count >= 8) {
+        __m256 lanes = _mm256_loadu_ps(x);
+        for (i = 8; i + 8 <= count; i += 8) lanes = _mm256_max_ps(lanes, _mm256_loadu_ps(x + i));
+        float v[8];
+        _mm256_storeu_ps(v, lanes);
+        best = v[0];
+        for (int j = 1; j < 8; j++) best = v[j] > best ? v[j] : best;
+    }
+    for (; i < count; i++) best = x[i] > best ? x[i] : best;
+    return best;
+}
+
+__attribute__((target("avx2,fma")))
+static void lk_scale_avx2(float *x, size_t count, float factor) {
+    const __m256 f = _mm256_set1_ps(factor);
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), f));
+    for (; i < count; i++) x[i] *= factor;
+}
+
+int lk_maximum(const float *x, size_t count, float *result) {
+    if (count == 0 || !lk_has_avx2_fma()) return 0;
+    *result = lk_maximum_avx2(x, count);
+    return 1;
+}
+
+int lk_scale(float *x, size_t count, float factor) {
+    if (!lk_has_avx2_fma()) return 0;
+    lk_scale_avx2(x, count, factor);
+    return 1;
+}
+
 // out = silu(g)·u = g / (1 + e^-g) · u, as torch computes silu
 __attribute__((target("avx2,fma")))
 static size_t lk_swiglu_forward_avx2(float *out, const float *gate, const float *up, size_t count) {
@@ -116,6 +153,16 @@ size_t lk_swiglu_backward(float *dGate, float *dUp, const float *dOut, const flo
     return lk_has_avx2_fma() ? lk_swiglu_backward_avx2(dGate, dUp, dOut, gate, up, count) : 0;
 }
 #else
+int lk_maximum(const float *x, size_t count, float *result) {
+    (void)x; (void)count; (void)result;
+    return 0;
+}
+
+int lk_scale(float *x, size_t count, float factor) {
+    (void)x; (void)count; (void)factor;
+    return 0;
+}
+
 size_t lk_swiglu_forward(float *out, const float *gate, const float *up, size_t count) {
     (void)out; (void)gate; (void)up; (void)count;
     return 0;

@@ -50,6 +50,20 @@ final class FastKernelTests: XCTestCase {
         XCTAssertGreaterThan(far[3], 0)
     }
 
+    /// The row maximum and scaling of softmax (AVX2 where the CPU has it) for lengths that leave every tail, with
+    /// the maximum in the tail, in the vector part, and first.
+    func testMaximumAndScaleOfARow() {
+        for count in [1, 7, 8, 9, 16, 17, 1000] {
+            for peak in Set([0, count / 2, count - 1]) {
+                let values = (0..<count).map { $0 == peak ? Float(50) : Float(($0 * 37) % 101) * 0.3 - 20 }
+                let x = Tensor(shape: [count], values: values)
+                XCTAssertEqual(maximumLanes(x.data, count: count), 50, "count \(count), peak at \(peak)")
+                scaleLanes(x.data, count: count, by: 0.25)
+                XCTAssertEqual(x.array, values.map { $0 * 0.25 }, "count \(count)")
+            }
+        }
+    }
+
     /// c = op(a)·op(b) in Double, a is (m, k) or (k, m) when transposed, b is (k, n) or (n, k).
     private func naive(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, _ a: Tensor, _ b: Tensor) -> Tensor {
         let c = Tensor(shape: [m, n])

@@ -39,6 +39,13 @@ int lk_sgemm(int transA, int transB, size_t m, size_t n, size_t k, float alpha, 
 /// lacks AVX2 and FMA.
 double lk_exp_shifted(float *x, size_t count, float shift, int store);
 
+/// *result = the largest of x[0..<count] (count ≥ 1); returns 1, or 0 (nothing written) when count is 0 or the CPU
+/// lacks AVX2 and FMA.
+int lk_maximum(const float *x, size_t count, float *result);
+
+/// x[i] *= factor for i in 0..<count; returns 1, or 0 (nothing done) when the CPU lacks AVX2 and FMA.
+int lk_scale(float *x, size_t count, float factor);
+
 /// SwiGLU's forward, out[i] = gate[i] / (1 + e^-gate[i]) · up[i] (out may alias gate or up), with the exponential
 /// of `lk_exp_shifted`, over the first count rounded down to a multiple of 8 elements; returns how many it did (0
 /// when the CPU lacks AVX2 and FMA). The caller does the rest.

@@ -60,6 +60,8 @@ func tripleProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: Un
 /// max of `count` ≥ 1 floats, eight lanes at a time.
 @inline(__always)
 func maximumLanes(_ x: UnsafePointer<Float>, count: Int) -> Float {
+    var fast: Float = 0
+    if lk_maximum(x, count, &fast) == 1 { return fast }   // AVX2 where the CPU has it
     var i = 0
     var best = x[0]
     if count >= 8 {
@@ -167,6 +169,7 @@ func sumExponentials(_ x: UnsafePointer<Float>, count: Int, shift: Float) -> Dou
 /// x[i] *= factor over `count` floats.
 @inline(__always)
 func scaleLanes(_ x: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
+    if lk_scale(x, count, factor) == 1 { return }   // AVX2 where the CPU has it
     var i = 0
     while i + 8 <= count { storeLanes(loadLanes(x, i) * factor, x, i); i += 8 }
     while i < count { x[i] *= factor; i += 1 }
