@@ -71,82 +71,59 @@ __attribute__((target("avx2,fma"))) static inline void lk_transpose8(__m256 r[8]
     r[6] = _mm256_permute2f128_ps(s2, s6, 0x31); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
-// Packs rows i0..<i0+mc, K range p0..<p0+kc of op(A) into 6-row panels: panel q holds, for each p, the 6 values
-// op(A)[i0+6q+r][p0+p] at dst[q*6*kc + 6p + r]; rows past mc are zeros.
-__attribute__((target("avx2,fma")))
-__attribute__((noinline)) static void lk_pack_a_panels(float *dst, const float *a, size_t lda, int trans, size_t i0, size_t mc, size_t p0,
-                             size_t kc) {
-    for (size_t q = 0; q * MR < mc; q++) {
-        float *d = dst + q * MR * kc;
-        size_t rows = mc - q * MR < MR ? mc - q * MR : MR;
-        if (trans) {
-            // op(A)[i][p] = a[p*lda + i]: the panel's 6 values of one p lie side by side
-            const float *s = a + p0 * lda + i0 + q * MR;
-            if (rows == MR) {
-                for (size_t p = 0; p < kc; p++) memcpy(d + MR * p, s + p * lda, MR * sizeof(float));
+// Packs `count` lines (rows of op(A) or columns of op(B)) from line i0 on, K range p0..<p0+kc, into panels of
+// `width` lines (6 for A, 16 for B): panel q holds, for each p, the `width` values of its lines at dst[q*width*kc +
+// width*p + line]; lines past count are zeros. With `sideBySide` the values of one p lie next to each other in
+// memory, element (line i, p) at src[p*ld + i] (A transposed, B as is); otherwise each line is contiguous in p, at
+// src[i*ld + p] (A as is, a weight [out, in] as B), and 8 x 8 blocks are transposed in registers.
+__attribute__((target("avx2,fma"))) __attribute__((always_inline))
+static inline void lk_pack_panels(float *dst, const float *src, size_t ld, int sideBySide, size_t i0, size_t count,
+                                  size_t p0, size_t kc, size_t width) {
+    for (size_t q = 0; q * width < count; q++) {
+        float *d = dst + q * width * kc;
+        size_t lines = count - q * width < width ? count - q * width : width;
+        if (sideBySide) {
+            const float *s = src + p0 * ld + i0 + q * width;
+            if (lines == width) {
+                for (size_t p = 0; p < kc; p++) memcpy(d + width * p, s + p * ld, width * sizeof(float));
             } else {
                 for (size_t p = 0; p < kc; p++)
-                    for (size_t r = 0; r < MR; r++) d[MR * p + r] = r < rows ? s[p * lda + r] : 0;
+                    for (size_t i = 0; i < width; i++) d[width * p + i] = i < lines ? s[p * ld + i] : 0;
             }
             continue;
         }
-        // op(A)[i][p] = a[i*lda + p]: rows are contiguous in p, so transpose 8 p at a time
-        const float *src[8];
-        for (size_t r = 0; r < 8; r++) src[r] = r < rows ? a + (i0 + q * MR + r) * lda + p0 : NULL;
+        const float *s = src + (i0 + q * width) * ld + p0;
         size_t p = 0;
-        if (rows == MR) {
+        if (lines == width) {
             for (; p + 8 <= kc; p += 8) {
-                __m256 v[8];
-                for (size_t r = 0; r < MR; r++) v[r] = _mm256_loadu_ps(src[r] + p);
-                v[6] = _mm256_setzero_ps(); v[7] = v[6];
-                lk_transpose8(v);
-                // each store writes 8 floats where 6 belong; the next store overwrites the 2 extra
-                for (size_t j = 0; j < 8; j++) _mm256_storeu_ps(d + MR * (p + j), v[j]);
+                // 8 lines at a time (for width 6: six and two zeros), transposed to 8 values of p
+                for (size_t h = 0; h * 8 < width; h++) {
+                    __m256 v[8];
+                    for (size_t i = 0; i < 8; i++)
+                        v[i] = 8 * h + i < width ? _mm256_loadu_ps(s + (8 * h + i) * ld + p) : _mm256_setzero_ps();
+                    lk_transpose8(v);
+                    // for width 6 each store writes 8 floats where 6 belong; the next store overwrites the 2 extra
+                    for (size_t j = 0; j < 8; j++) _mm256_storeu_ps(d + width * (p + j) + 8 * h, v[j]);
+                }
             }
         }
         for (; p < kc; p++)
-            for (size_t r = 0; r < MR; r++) d[MR * p + r] = r < rows ? src[r][p] : 0;
+            for (size_t i = 0; i < width; i++) d[width * p + i] = i < lines ? s[i * ld + p] : 0;
     }
 }
 
-// Packs columns j0..<j0+nc, K range p0..<p0+kc of op(B) into 16-column panels: panel q holds, for each p, the 16
-// values op(B)[p0+p][j0+16q+c] at dst[q*16*kc + 16p + c]; columns past nc are zeros.
-__attribute__((target("avx2,fma")))
-__attribute__((noinline)) static void lk_pack_b_panels(float *dst, const float *b, size_t ldb, int trans, size_t j0, size_t nc, size_t p0,
+// op(A)'s rows i0..<i0+mc into 6-row panels, op(B)'s columns j0..<j0+nc into 16-column panels (the width a
+// constant in each, so the copies compile to fixed moves).
+__attribute__((target("avx2,fma"))) __attribute__((noinline))
+static void lk_pack_a_panels(float *dst, const float *a, size_t lda, int trans, size_t i0, size_t mc, size_t p0,
                              size_t kc) {
-    for (size_t q = 0; q * NR < nc; q++) {
-        float *d = dst + q * NR * kc;
-        size_t cols = nc - q * NR < NR ? nc - q * NR : NR;
-        if (!trans) {
-            // op(B)[p][j] = b[p*ldb + j]: the panel's 16 values of one p lie side by side
-            const float *s = b + p0 * ldb + j0 + q * NR;
-            if (cols == NR) {
-                for (size_t p = 0; p < kc; p++) {
-                    _mm256_storeu_ps(d + NR * p, _mm256_loadu_ps(s + p * ldb));
-                    _mm256_storeu_ps(d + NR * p + 8, _mm256_loadu_ps(s + p * ldb + 8));
-                }
-            } else {
-                for (size_t p = 0; p < kc; p++)
-                    for (size_t c = 0; c < NR; c++) d[NR * p + c] = c < cols ? s[p * ldb + c] : 0;
-            }
-            continue;
-        }
-        // op(B)[p][j] = b[j*ldb + p] (a weight [out, in] in a linear layer's forward): transpose 8x8 blocks
-        const float *src = b + (j0 + q * NR) * ldb + p0;
-        size_t p = 0;
-        if (cols == NR) {
-            for (; p + 8 <= kc; p += 8) {
-                for (size_t h = 0; h < 2; h++) {
-                    __m256 v[8];
-                    for (size_t c = 0; c < 8; c++) v[c] = _mm256_loadu_ps(src + (8 * h + c) * ldb + p);
-                    lk_transpose8(v);
-                    for (size_t j = 0; j < 8; j++) _mm256_storeu_ps(d + NR * (p + j) + 8 * h, v[j]);
-                }
-            }
-        }
-        for (; p < kc; p++)
-            for (size_t c = 0; c < NR; c++) d[NR * p + c] = c < cols ? src[c * ldb + p] : 0;
-    }
+    lk_pack_panels(dst, a, lda, trans, i0, mc, p0, kc, MR);
+}
+
+__attribute__((target("avx2,fma"))) __attribute__((noinline))
+static void lk_pack_b_panels(float *dst, const float *b, size_t ldb, int trans, size_t j0, size_t nc, size_t p0,
+                             size_t kc) {
+    lk_pack_panels(dst, b, ldb, !trans, j0, nc, p0, kc, NR);
 }
 
 // C tile (rows x cols, at most 6 x 16) = alpha * Apanel * Bpanel + beta * C; beta 0 does not read C.
