@@ -17,9 +17,13 @@ final class BenchCommandTests: XCTestCase {
         // the reference script's spelling of the targets
         let object = try json(try Lora.run(["bench"] + tiny + ["--targets", "q_proj,v_proj"]))
         for key in ["tokens_per_s", "step_s", "peak_rss_mib", "gflops", "sgemm_peak_gflops", "params", "trainable",
-                    "openblas_core"] {
+                    "openblas_core", "gemm"] {
             XCTAssertNotNil(object[key], "\(key) missing")
         }
+        // every product on OpenBLAS: the same adapter, and the JSON says which kernel ran
+        let openBLAS = try json(try Lora.run(["bench"] + tiny + ["--targets", "q,v", "--gemm", "openblas"]))
+        XCTAssertEqual(openBLAS["gemm"] as? String, "openblas")
+        XCTAssertEqual(openBLAS["trainable"] as? Int, object["trainable"] as? Int)
         XCTAssertEqual(object["trainable"] as? Int, 2 * (4 * 32 + 32 * 4) * 2)
         // LoRAKit's spelling gives the same adapter
         let short = try json(try Lora.run(["bench"] + tiny + ["--targets", "q,v"]))
@@ -37,6 +41,8 @@ final class BenchCommandTests: XCTestCase {
         assertCleanFailure(try Lora.run(["bench"] + tiny + ["--targets", "q,x"]), mentions: "unknown target 'x'")
         assertCleanFailure(try Lora.run(["bench", "--dim", "30", "--heads", "4"]), mentions: "not divisible")
         assertCleanFailure(try Lora.run(["bench"] + tiny + ["--sgemm-sizes", "x"]), mentions: "--sgemm-sizes")
+        assertCleanFailure(try Lora.run(["bench"] + tiny + ["--gemm", "mkl"]),
+                           mentions: "unknown --gemm 'mkl'; choose one of lorakit, openblas")
         assertCleanFailure(try Lora.run(["bench", "--base", "/nonexistent"]), mentions: "--base goes with --generate")
         assertCleanFailure(try Lora.run(["bench", "--generate", "4", "--base", "/nonexistent/model"]),
                            mentions: "/nonexistent/model")
