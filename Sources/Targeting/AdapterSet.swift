@@ -138,6 +138,38 @@ public final class AdapterSet {
         bySite = Dictionary(uniqueKeysWithValues: adapters.map { ($0.site, $0) })
     }
 
+    /// The plain LoRA adapter whose update equals `adaLoRA`'s, module by module: s·B·diag(E)·A is B·A' with
+    /// A' = s·diag(E)·A over the kept triplets, so each module keeps its rank and gets lora_alpha = r (scale 1).
+    /// Modules that kept no triplet are left out. For the commands that work on B·A factors (combine, analyze).
+    public convenience init(equivalentTo adaLoRA: AdaLoRASet) throws {
+        let kept = adaLoRA.adapters.filter { $0.rank > 0 }
+        guard let largest = kept.map(\.rank).max() else {
+            throw LoRAKitError("the AdaLoRA adapter kept no triplet in any module: its update is zero")
+        }
+        var config = LoRAConfig(targets: Array(Set(kept.map(\.site.projection))), layers: nil, r: largest,
+                                loraAlpha: Double(largest))
+        config.baseModelNameOrPath = adaLoRA.config.baseModelNameOrPath
+        for module in kept {
+            config.rankPattern[module.site.moduleName] = module.rank
+            config.alphaPattern[module.site.moduleName] = Double(module.rank)
+        }
+        try self.init(config: config, sites: kept.map(\.site), dims: adaLoRA.dims, seed: 0)
+        for (lora, svd) in zip(adapters, kept) {
+            let scaledA = svd.eScaledA()
+            for i in 0..<scaledA.count { lora.a.data[i] = svd.effectiveScale * scaledA.data[i] }
+            lora.b.copy(from: svd.b)
+        }
+    }
+
+    /// A LoRA adapter directory as `load` reads it, or an AdaLoRA one as its equivalent LoRA
+    /// (`init(equivalentTo:)`).
+    public static func loadFactors(directory: String, dims: ModelDimensions) throws -> AdapterSet {
+        if AdapterDirectory.peftType(directory) == AdaLoRAConfig.peftTypeName {
+            return try AdapterSet(equivalentTo: AdaLoRASet.load(directory: directory, dims: dims))
+        }
+        return try load(directory: directory, dims: dims)
+    }
+
     /// Fills A and B as `initialization` says, adapter by adapter in buffer order, from one generator.
     private func initialize(_ initialization: AdapterInitialization, seed: UInt64) {
         var rng = RandomGenerator(seed: seed)

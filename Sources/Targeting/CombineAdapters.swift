@@ -177,10 +177,11 @@ public enum AdapterCombination {
         if let baseDirectory {
             base = baseDirectory
         } else {
-            let config = try LoRAConfig.load(directory: firstDirectory)
-            guard let path = config.baseModelNameOrPath,
-                  FileManager.default.fileExists(atPath: LoRAConfig.joinPath(path, "config.json")) else {
-                throw LoRAKitError.file(firstDirectory, "its base_model_name_or_path (\(config.baseModelNameOrPath ?? "none")) is not a model directory here; pass --base DIR")
+            let named = AdapterDirectory.peftType(firstDirectory) == AdaLoRAConfig.peftTypeName
+                ? try AdaLoRAConfig.load(path: LoRAConfig.joinPath(firstDirectory, LoRAConfig.fileName)).baseModelNameOrPath
+                : try LoRAConfig.load(directory: firstDirectory).baseModelNameOrPath
+            guard let path = named, FileManager.default.fileExists(atPath: LoRAConfig.joinPath(path, "config.json")) else {
+                throw LoRAKitError.file(firstDirectory, "its base_model_name_or_path (\(named ?? "none")) is not a model directory here; pass --base DIR")
             }
             base = path
         }
@@ -189,7 +190,7 @@ public enum AdapterCombination {
             throw LoRAKitError.file(base, "no config.json: not a Hugging Face model directory")
         }
         let dims = ModelDimensions(try LlamaConfig.load(from: configPath))
-        let sets = try parsed.map { try AdapterSet.load(directory: $0.directory, dims: dims) }
+        let sets = try parsed.map { try AdapterSet.loadFactors(directory: $0.directory, dims: dims) }
         let combined = try combine(sets, weights: parsed.map(\.weight), method: method, svdRank: svdRank,
                                    names: parsed.map(\.directory))
         try AtomicFile.writeDirectory(at: out, overwrite: overwrite) { temporary in

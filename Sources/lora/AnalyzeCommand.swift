@@ -24,8 +24,8 @@ struct Analyze: ParsableCommand {
         runtime.apply()
         let weights = try LlamaWeights.load(directory: base)
         let dims = ModelDimensions(weights.config)
-        let first = try AdapterSet.load(directory: adapter, dims: dims)
-        let second = try compare.map { try AdapterSet.load(directory: $0, dims: dims) }
+        let first = try AdapterSet.loadFactors(directory: adapter, dims: dims)
+        let second = try compare.map { try AdapterSet.loadFactors(directory: $0, dims: dims) }
         let report = AnalysisReport(weights: weights, adapter: first, compare: second)
         try report.write(to: out)
         print(report.markdown, terminator: "")

@@ -59,6 +59,38 @@ final class AdaLoRATests: XCTestCase {
         }
     }
 
+    /// combine and analyze read an AdaLoRA adapter as the plain LoRA with the same update: each module that kept
+    /// a triplet, at its kept rank, with B·A' = s·B·diag(E)·A; `lora combine` of it alone (PEFT's rule: one adapter
+    /// combines linearly) writes an adapter with those updates.
+    func testEquivalentLoRAHasTheAdaLoRAUpdatesAndCombines() throws {
+        Threads.set(1)
+        let directory = Self.adaLoRAFixtures + "/pruned"
+        let weights = try LlamaWeights.load(directory: Fixtures.model("gqa"))
+        let ada = try AdaLoRASet.load(directory: directory, dims: weights.dims)
+        let lora = try AdapterSet.loadFactors(directory: directory, dims: weights.dims)
+        XCTAssertEqual(lora.adapters.map(\.rank), [2, 4, 1, 3, 2], "the module that kept nothing is left out")
+        XCTAssertEqual(lora.adapters.map(\.site), ada.adapters.filter { $0.rank > 0 }.map(\.site))
+        func assertSameUpdates(_ set: AdapterSet, weight: Float, _ label: String) throws {
+            for module in ada.adapters where module.rank > 0 {
+                let want = module.deltaWeight()
+                let got = try XCTUnwrap(set.deltaWeight(layer: module.site.layer, projection: module.site.projection))
+                for i in 0..<want.count { want[i] *= weight }
+                XCTAssertLessThan(maxAbsDifference(got.data, want.data, count: want.count), 1e-6, "\(label) \(module.site)")
+            }
+        }
+        try assertSameUpdates(lora, weight: 1, "equivalent LoRA")
+
+        let out = try temporaryDirectory(self) + "/combined"
+        let combined = try AdapterCombination.combine(adapterArguments: [directory + ":0.5"],
+                                                      baseDirectory: Fixtures.model("gqa"), method: .svd, out: out)
+        XCTAssertEqual(combined.adapters.count, 5)
+        try assertSameUpdates(try AdapterSet.load(directory: out, dims: weights.dims), weight: 0.5, "combined")
+
+        // analyze reads it too: amplification rows for the five modules
+        let report = AnalysisReport(weights: weights, adapter: lora, compare: nil)
+        try report.write(to: try temporaryDirectory(self) + "/analysis")
+    }
+
     func testMergedAdaLoRAAdapterGivesPEFTLogits() throws {
         Threads.set(1)
         let directory = Self.adaLoRAFixtures + "/pruned"
