@@ -41,8 +41,6 @@ final class BenchCommandTests: XCTestCase {
         assertCleanFailure(try Lora.run(["bench"] + tiny + ["--targets", "q,x"]), mentions: "unknown target 'x'")
         assertCleanFailure(try Lora.run(["bench", "--dim", "30", "--heads", "4"]), mentions: "not divisible")
         assertCleanFailure(try Lora.run(["bench"] + tiny + ["--sgemm-sizes", "x"]), mentions: "--sgemm-sizes")
-        assertCleanFailure(try Lora.run(["bench"] + tiny + ["--gemm", "mkl"]),
-                           mentions: "unknown --gemm 'mkl'; choose one of lorakit, openblas")
         assertCleanFailure(try Lora.run(["bench", "--base", "/nonexistent"]), mentions: "--base goes with --generate")
         assertCleanFailure(try Lora.run(["bench", "--generate", "4", "--base", "/nonexistent/model"]),
                            mentions: "/nonexistent/model")

@@ -365,6 +365,9 @@ final class HostileInputTests: XCTestCase {
                         needle: "no budgeting phase"),
             HostileCase(id: "O25", arguments: finetune(["--dora", "--adalora", "--target-rank", "2"]),
                         needle: "--dora and --adalora do not combine"),
+            HostileCase(id: "O26", arguments: ["bench", "--dim", "32", "--layers", "2", "--heads", "4", "--hidden", "48",
+                                               "--vocab", "101", "--seq", "10", "--batch", "2", "--gemm", "mkl"],
+                        needle: "unknown --gemm 'mkl'; choose one of lorakit, openblas"),
         ]
     }
 
