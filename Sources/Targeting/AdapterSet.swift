@@ -254,11 +254,7 @@ public final class AdapterSet {
     /// existing files are replaced, each atomically — whether to overwrite a previous run is the caller's call).
     public func save(to directory: String, baseModelPath: String? = nil) throws {
         try checkShapes()
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw LoRAKitError.file(directory, "cannot create the adapter directory: \(error.localizedDescription)")
-        }
+        try AdapterDirectory.create(directory)
         var tensors: [(name: String, tensor: Tensor)] = []
         for adapter in adapters {
             if let initial = pissaInitial {

@@ -72,6 +72,15 @@ public enum AdapterDirectory {
         return object["peft_type"] as? String
     }
 
+    /// Creates `directory` (and its parents) for an adapter's files, or says why it cannot.
+    static func create(_ directory: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw LoRAKitError.file(directory, "cannot create the adapter directory: \(error.localizedDescription)")
+        }
+    }
+
     /// Loads a LoRA or AdaLoRA adapter for a base of `dims`, frozen.
     public static func load(_ directory: String, dims: ModelDimensions) throws -> any AttachableAdapters {
         let set: any AttachableAdapters

@@ -25,7 +25,7 @@ public enum GEMM {
         case openblas
     }
 
-    /// The kernel of every product from now on; `lora bench --gemm` sets it.
+    /// The kernel of every product from now on (a product may name another); `lora bench --gemm` sets it.
     nonisolated(unsafe) public static var kernel = Kernel.lorakit
 
     /// Sides below this go to OpenBLAS: LoRA's rank-r products (r < 16) would fill a 6 × 16 register tile by half.
@@ -52,11 +52,11 @@ public enum GEMM {
     public static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                              alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                              b: UnsafePointer<Float>, ldb: Int,
-                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, kernel: Kernel = GEMM.kernel) {
         let threads = Threads.count
         if threads <= 1 || m * n * k < (m == 1 ? oneRowSplitThreshold : splitThreshold) || ParallelRegion.isInside {
             sgemmSerial(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
-                        b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+                        b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, kernel: kernel)
             return
         }
         // Every thread packs all of the operand it does not split, so split the larger side: rows when C is at
@@ -70,7 +70,7 @@ public enum GEMM {
                 // rows lo..<hi of C come from rows lo..<hi of op(A)
                 sgemmSerial(transA: transA, transB: transB, m: hi - lo, n: n, k: k, alpha: alpha,
                             a: transA ? a + lo : a + lo * lda, lda: lda, b: b, ldb: ldb,
-                            beta: beta, c: c + lo * ldc, ldc: ldc)
+                            beta: beta, c: c + lo * ldc, ldc: ldc, kernel: kernel)
             }
         } else {
             let blocks = (n + 15) / 16
@@ -81,7 +81,7 @@ public enum GEMM {
                 // columns lo..<hi of C come from columns lo..<hi of op(B)
                 sgemmSerial(transA: transA, transB: transB, m: m, n: hi - lo, k: k, alpha: alpha,
                             a: a, lda: lda, b: transB ? b + lo * ldb : b + lo, ldb: ldb,
-                            beta: beta, c: c + lo, ldc: ldc)
+                            beta: beta, c: c + lo, ldc: ldc, kernel: kernel)
             }
         }
     }
@@ -91,7 +91,8 @@ public enum GEMM {
     public static func sgemmSerial(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                                    alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                                    b: UnsafePointer<Float>, ldb: Int,
-                                   beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+                                   beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int,
+                                   kernel: Kernel = GEMM.kernel) {
         if m == 0 || n == 0 { return }
         if m == 1 && k > 0 && transB && (!transA || lda == 1) {
             // one row times a weight's rows (a linear layer on one token): the AVX2 kernel, when the CPU has it

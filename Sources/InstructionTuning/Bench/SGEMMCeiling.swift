@@ -13,11 +13,9 @@ public enum SGEMMCeiling {
     public static func measure(sizes: [Int] = [1024, 2048], repeats: Int = 3) -> Double {
         let threads = Threads.count
         // OpenBLAS on every panel of the split, whatever kernel the run itself uses
-        let runKernel = GEMM.kernel
-        GEMM.kernel = .openblas
-        defer { GEMM.kernel = runKernel }
         let split = measure(sizes: sizes, repeats: repeats) { n, a, b, c in
-            GEMM.sgemm(transA: false, transB: true, m: n, n: n, k: n, a: a, lda: n, b: b, ldb: n, beta: 0, c: c, ldc: n)
+            GEMM.sgemm(transA: false, transB: true, m: n, n: n, k: n, a: a, lda: n, b: b, ldb: n, beta: 0, c: c, ldc: n,
+                       kernel: .openblas)
         }
         let openBLAS = Threads.withBLASThreads(threads) {
             measure(sizes: sizes, repeats: repeats) { n, a, b, c in

@@ -216,11 +216,7 @@ public final class AdaLoRASet: TrainableAdapters {
     /// Writes PEFT's `adapter_config.json` and `adapter_model.safetensors`, keeping only the triplets
     /// `rank_pattern` keeps (PEFT's `resize_state_dict_by_rank_pattern`).
     public func save(to directory: String, baseModelPath: String?) throws {
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw LoRAKitError.file(directory, "cannot create the adapter directory: \(error.localizedDescription)")
-        }
+        try AdapterDirectory.create(directory)
         var tensors: [(name: String, tensor: Tensor)] = []
         for adapter in adapters {
             let module = adapter.site.moduleName
