@@ -210,7 +210,7 @@ public final class AdapterSet {
             throw LoRAKitError("adapter does not fit the model: it was built for \(Self.describe(dims)), the model is \(Self.describe(weights.dims))")
         }
         for adapter in adapters where adapter.isDoRA {
-            adapter.bindBase(weights.layers[adapter.site.layer].projection(adapter.site.projection))
+            adapter.bindBase(weights.layers[adapter.site.layer].frozen(adapter.site.projection))
         }
     }
 

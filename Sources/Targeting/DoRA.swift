@@ -43,14 +43,18 @@ final class DoRABuffers {
 }
 
 extension LoRALinear {
-    /// Binds the frozen base weight W, (out, in), that DoRA normalises (attaching a set does this).
-    public func bindBase(_ weight: Tensor) {
+    /// Binds the frozen base weight W, (out, in), that DoRA normalises, as the model stores it (attaching a set does
+    /// this).
+    public func bindBase(_ weight: FrozenWeight) {
         precondition(weight.shape == [outFeatures, inFeatures],
                      "\(site.moduleName): base weight \(weight.shape) does not fit the adapter [\(outFeatures), \(inFeatures)]")
         baseWeight = weight
     }
 
-    private func boundBase() -> Tensor {
+    /// Binds an F32 base weight W, (out, in).
+    public func bindBase(_ weight: Tensor) { bindBase(.f32(weight)) }
+
+    private func boundBase() -> FrozenWeight {
         guard let baseWeight else {
             preconditionFailure("DoRA adapter on \(site.moduleName) used before its base weight was bound (AdapterSet.attach does it)")
         }
@@ -69,21 +73,30 @@ extension LoRALinear {
         for i in 0..<a.count { mix(UInt64(a.data[i].bitPattern)) }
         for i in 0..<b.count { mix(UInt64(b.data[i].bitPattern)) }
         mix(UInt64(effectiveScale.bitPattern))
-        mix(UInt64(UInt(bitPattern: w.data)))
+        mix(UInt64(w.storageIdentity))
         if dora.normKey == key { return dora.weightNorm }
 
-        let outF = outFeatures, inF = inFeatures
-        let v = scratch.reserve(outF * inF, slot: 2)
-        v.update(from: w.data, count: outF * inF)
-        // V (out, in) = W + s · B (out, r) · A (r, in)
-        GEMM.sgemm(transA: false, transB: false, m: outF, n: inF, k: rank, alpha: effectiveScale,
-                   a: b.data, lda: rank, b: a.data, ldb: inF, beta: 1, c: v, ldc: inF)
-        let norm = dora.weightNorm.data
-        parallelFor(outF, minChunk: 16) { range in
-            for o in range {
-                var sum = 0.0
-                for i in 0..<inF { let value = Double(v[o * inF + i]); sum += value * value }
-                norm[o] = Float(sum.squareRoot())
+        // V = W + s · B · A, a block of rows at a time: W's rows are copied, or dequantized from NF4, into a panel
+        // of the block's size, so a QLoRA base is never held in F32 whole.
+        let outF = outFeatures, inF = inFeatures, r = rank, s = effectiveScale
+        let aData = UnsafePointer(a.data), bData = UnsafePointer(b.data), norm = dora.weightNorm.data
+        // 128 rows per product: fewer rows would repack A (r × in) in OpenBLAS more often than the rows cost
+        let blockRows = 128
+        parallelFor((outF + blockRows - 1) / blockRows) { blocks in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: blockRows * inF) { panel in
+                let v = panel.baseAddress!
+                for block in blocks {
+                    let o0 = block * blockRows, o1 = min(outF, o0 + blockRows)
+                    w.copyRows(o0..<o1, into: v)
+                    // V rows (o1−o0, in) += s · B rows (o1−o0, r) · A (r, in)
+                    GEMM.sgemmSerial(transA: false, transB: false, m: o1 - o0, n: inF, k: r, alpha: s,
+                                     a: bData + o0 * r, lda: r, b: aData, ldb: inF, beta: 1, c: v, ldc: inF)
+                    for o in o0..<o1 {
+                        var sum = 0.0
+                        for i in 0..<inF { let value = Double(v[(o - o0) * inF + i]); sum += value * value }
+                        norm[o] = Float(sum.squareRoot())
+                    }
+                }
             }
         }
         dora.normKey = key
@@ -104,7 +117,7 @@ extension LoRALinear {
         dora.reserve(rows * outF)
         let base = dora.combined.data
         // base = xd Wᵀ: (N, in)·(in, out) -> (N, out)
-        GEMM.linear(out: base, input: x, weight: w.data, rows: rows, inFeatures: inFeatures, outFeatures: outF)
+        w.linear(out: base, input: x, rows: rows, inFeatures: inFeatures, outFeatures: outF)
         // h = xd Aᵀ: (N, in)·(in, r) -> (N, r)
         GEMM.linear(out: h.data, input: x, weight: a.data, rows: rows, inFeatures: inFeatures, outFeatures: rank)
         // lora = s · h Bᵀ: (N, r)·(r, out) -> (N, out)
@@ -173,8 +186,8 @@ extension LoRALinear {
                                           inFeatures: inF, outFeatures: rank)
             }
             // dx (N, in) += gb W + dh A
-            GEMM.linearBackwardInput(dInput: dInput, dOut: scaled, weight: w.data, rows: rows,
-                                     inFeatures: inF, outFeatures: outF, accumulate: true)
+            w.linearBackwardInput(dInput: dInput, dOut: scaled, rows: rows, inFeatures: inF, outFeatures: outF,
+                                  accumulate: true)
             GEMM.linearBackwardInput(dInput: dInput, dOut: dH.data, weight: a.data, rows: rows,
                                      inFeatures: inF, outFeatures: rank, accumulate: true)
             return
@@ -187,8 +200,8 @@ extension LoRALinear {
                                       inFeatures: inF, outFeatures: rank)
         }
         // dxd (N, in) = gb W + dh A; dx += mask ⊙ dxd / (1 − p)
-        GEMM.linearBackwardInput(dInput: panel, dOut: scaled, weight: w.data, rows: rows,
-                                 inFeatures: inF, outFeatures: outF, accumulate: false)
+        w.linearBackwardInput(dInput: panel, dOut: scaled, rows: rows, inFeatures: inF, outFeatures: outF,
+                              accumulate: false)
         GEMM.linearBackwardInput(dInput: panel, dOut: dH.data, weight: a.data, rows: rows,
                                  inFeatures: inF, outFeatures: rank, accumulate: true)
         let kept = 1 / (1 - dropout)
@@ -209,11 +222,14 @@ extension LoRALinear {
         // delta (out, in) = s · B · A, then c ⊙ (W + delta) − W row by row
         GEMM.sgemm(transA: false, transB: false, m: outF, n: inF, k: rank, alpha: effectiveScale,
                    a: b.data, lda: rank, b: a.data, ldb: inF, beta: 0, c: delta.data, ldc: inF)
-        for o in 0..<outF {
-            let c = m[o] / norm[o]
-            for i in 0..<inF {
-                let weight = w.data[o * inF + i]
-                delta.data[o * inF + i] = c * (weight + delta.data[o * inF + i]) - weight
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: inF) { row in
+            for o in 0..<outF {
+                let c = m[o] / norm[o]
+                w.copyRows(o..<o + 1, into: row.baseAddress!)
+                for i in 0..<inF {
+                    let weight = row[i]
+                    delta.data[o * inF + i] = c * (weight + delta.data[o * inF + i]) - weight
+                }
             }
         }
         return delta

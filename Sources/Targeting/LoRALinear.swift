@@ -37,8 +37,9 @@ public final class LoRALinear: ProjectionDelta {
     public let magnitude: Tensor?
     /// The gradient of `magnitude`, (out).
     public let magnitudeGradient: Tensor?
-    /// The frozen base weight W, (out, in), that DoRA normalises; set when the adapter is attached to a model.
-    public internal(set) var baseWeight: Tensor?
+    /// The frozen base weight W, (out, in), that DoRA normalises, as the model stores it (F32 or NF4: a quantized
+    /// base is read a block of rows at a time, never copied whole); set when the adapter is attached to a model.
+    public internal(set) var baseWeight: FrozenWeight?
     /// DoRA's per-forward buffers; nil for plain LoRA.
     let dora: DoRABuffers?
 
@@ -206,8 +207,8 @@ public final class LoRALinear: ProjectionDelta {
 /// Adapters run one at a time (the model's forward and backward are sequential), so one buffer sized for the
 /// widest adapter serves them all; it grows only when a call needs more than ever before.
 public final class LoRAScratch {
-    /// Slot 0: the (N, in) dropout panel; DoRA also uses slot 1, (N, out), and slot 2, (out, in).
-    private var buffers = [Tensor(shape: [0]), Tensor(shape: [0]), Tensor(shape: [0])]
+    /// Slot 0: the (N, in) dropout panel; DoRA also uses slot 1, (N, out).
+    private var buffers = [Tensor(shape: [0]), Tensor(shape: [0])]
 
     public init() {}
 

@@ -17,7 +17,8 @@ struct Bench: ParsableCommand {
             of `lora generate` (an end-of-sequence token does not stop it), on --base DIR or on the random model \
             of the flags; tokens_per_s counts the N new tokens only.
             With --quantize nf4 the base's projections are NF4 (QLoRA); base_weight_bytes and base_weight_bytes_f32 \
-            give their memory as stored and in F32, base_weight_fraction the ratio.
+            give their memory as stored and in F32, base_weight_fraction the ratio. With --dora the adapters are \
+            DoRA (dora: true in the JSON; the FLOP count stays LoRA's).
             """)
 
     @Option(help: "Hidden size.") var dim = 288
@@ -44,6 +45,7 @@ struct Bench: ParsableCommand {
     @Option(help: "For --generate: a model directory to load instead of random weights.") var base: String?
     @Option(help: "Matrix-product kernel: lorakit (LoRAKit's AVX2 kernel; OpenBLAS on CPUs without AVX2 and for thin products) or openblas.")
     var gemm = "lorakit"
+    @Flag(help: "DoRA adapters (PEFT's use_dora) instead of plain LoRA.") var dora = false
     @Flag(help: "Print each step's time to stderr.") var verbose = false
     @OptionGroup var quantization: QuantizationOptions
 
@@ -51,7 +53,7 @@ struct Bench: ParsableCommand {
         var o = BenchmarkOptions()
         o.dim = dim; o.layers = layers; o.heads = heads; o.kvHeads = kvHeads; o.hidden = hidden; o.vocab = vocab
         o.seq = seq; o.batch = batch; o.targets = targets; o.rank = rank; o.steps = steps; o.warmup = warmup
-        o.threads = threads; o.seed = seed; o.gemm = gemm
+        o.threads = threads; o.seed = seed; o.gemm = gemm; o.dora = dora
         o.quantize = quantization.quantize; o.doubleQuant = quantization.doubleQuant
         o.sgemmSizes = sgemmSizes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) ?? 0 }
         return o
@@ -63,6 +65,9 @@ struct Bench: ParsableCommand {
         if promptTokens < 1 { throw ValidationError("--prompt-tokens must be at least 1, got \(promptTokens)") }
         if base != nil && generate == nil { throw ValidationError("--base goes with --generate (training runs on random weights)") }
         if saveModel != nil && generate != nil { throw ValidationError("--save-model and --generate are separate runs") }
+        if dora && (generate != nil || saveModel != nil) {
+            throw ValidationError("--dora goes with training runs (not --generate or --save-model)")
+        }
         if saveModel != nil && quantization.quantize != "none" {
             throw ValidationError("--save-model writes the F32 model; quantize it when loading (--quantize on the command that uses it)")
         }

@@ -30,6 +30,20 @@ final class BenchCommandTests: XCTestCase {
         XCTAssertEqual(short["trainable"] as? Int, object["trainable"] as? Int)
     }
 
+    /// DoRA adapters: m per adapted row on top of A and B, the JSON says so; on an NF4 base as well (QLoRA + DoRA).
+    func testDoRA() throws {
+        let plain = try json(try Lora.run(["bench"] + tiny + ["--targets", "q,v"]))
+        XCTAssertEqual(plain["dora"] as? Bool, false)
+        for extra in [[], ["--quantize", "nf4"]] {
+            let dora = try json(try Lora.run(["bench"] + tiny + ["--targets", "q,v", "--dora"] + extra))
+            XCTAssertEqual(dora["dora"] as? Bool, true)
+            XCTAssertEqual(dora["trainable"] as? Int, (plain["trainable"] as? Int ?? 0) + 2 * 32 * 2, "\(extra)")
+            XCTAssertEqual((dora["loss"] as? Double)?.isFinite, true)
+        }
+        assertCleanFailure(try Lora.run(["bench"] + tiny + ["--dora", "--generate", "2"]),
+                           mentions: "--dora goes with training runs")
+    }
+
     func testGenerationMode() throws {
         let object = try json(try Lora.run(["bench"] + tiny + ["--generate", "3", "--prompt-tokens", "4"]))
         XCTAssertEqual(object["new_tokens"] as? Int, 3)

@@ -12,7 +12,7 @@ extension Fixtures {
 
 /// ‖W + s·B·A‖ per output row of a bound DoRA adapter, in Double.
 func doraRowNorms(_ adapter: LoRALinear) -> [Double] {
-    guard let w = adapter.baseWeight else { return [] }
+    guard let w = adapter.baseWeight?.f32Tensor else { return [] }
     let inF = adapter.inFeatures, r = adapter.rank
     return (0..<adapter.outFeatures).map { o in
         var sum = 0.0
@@ -145,7 +145,7 @@ final class DoRATests: XCTestCase {
         var rng = RandomGenerator(seed: 8)
         let x = Tensor(shape: [rows, inF]), out = Tensor(shape: [rows, outF])
         rng.fillNormal(x.data, count: x.count, std: 1)
-        let w = adapter.baseWeight!
+        let w = adapter.baseWeight!.f32Tensor
         GEMM.linear(out: out.data, input: x.data, weight: w.data, rows: rows, inFeatures: inF, outFeatures: outF)
         adapter.forward(out: out.data, input: x.data, rows: rows, training: false)
         let norms = doraRowNorms(adapter)
@@ -282,6 +282,60 @@ final class DoRATests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(checked, 80)
+    }
+
+    /// DoRA on a QLoRA (NF4) base reads the quantized projections themselves, never an F32 copy of them, and trains
+    /// as DoRA on the F32 model of the same (dequantized) weights: magnitudes, loss, every gradient, the merged update.
+    func testDoRAOnNF4BaseReadsTheQuantizedWeights() throws {
+        let config = tinyConfig(layers: 2, hidden: 32)
+        var rng = RandomGenerator(seed: 21)
+        let quantized = try LlamaWeights.assemble(config: config, quantization: .nf4(doubleQuant: true)) { name, shape in
+            let t = Tensor(shape: shape)
+            if name.hasSuffix("norm.weight") { rng.fillUniform(t.data, count: t.count, low: 0.5, high: 1.5) }
+            else { rng.fillNormal(t.data, count: t.count, std: 0.3) }
+            return t
+        }
+        // the same model in F32: every projection dequantized
+        let dequantized = LlamaWeights(config: quantized.config, embedding: quantized.embedding, layers: quantized.layers.map { l in
+            LayerWeights(attentionNorm: l.attentionNorm, q: l.q, k: l.k, v: l.v, o: l.o, ffnNorm: l.ffnNorm,
+                         gate: l.gate, up: l.up, down: l.down)
+        }, finalNorm: quantized.finalNorm, lmHead: quantized.lmHead)
+        XCTAssertTrue(quantized.isQuantized)
+        XCTAssertFalse(dequantized.isQuantized)
+
+        let lora = LoRAConfig(r: 4, loraAlpha: 8, targetModules: .list(Projection.allCases.map(\.hfName)), useDora: true)
+        let batch = TokenBatch(sequences: [[1, 5, 9, 13, 2, 7], [1, 20, 3]])
+        func train(_ weights: LlamaWeights) throws -> (set: AdapterSet, loss: Double) {
+            let model = LlamaModel(weights: weights)
+            let set = try AdapterSet(config: lora, targets: Projection.allCases, layers: [0, 1], dims: model.dims,
+                                     initialization: .random, seed: 5, base: weights)
+            for adapter in set.adapters {
+                for o in 0..<adapter.outFeatures { adapter.magnitude![o] *= 1 + 0.2 * Float(o % 3 - 1) }
+            }
+            try set.attach(to: model)
+            set.zeroGradients()
+            let (sum, count) = try model.loss(batch, backward: true, gradScale: 1 / Float(batch.targetCount))
+            return (set, sum / Double(count))
+        }
+        let (nf4Set, nf4Loss) = try train(quantized)
+        let (f32Set, f32Loss) = try train(dequantized)
+        for adapter in nf4Set.adapters {
+            guard case .nf4(let matrix) = adapter.baseWeight else {
+                return XCTFail("\(adapter.site.moduleName): bound to an F32 copy of the NF4 projection")
+            }
+            XCTAssertTrue(matrix === {
+                if case .nf4(let m) = quantized.layers[adapter.site.layer].frozen(adapter.site.projection) { return m }
+                return nil
+            }(), adapter.site.moduleName)
+        }
+        XCTAssertEqual(nf4Set.parameters.array, f32Set.parameters.array)  // m = ‖W‖ of the same values
+        XCTAssertEqual(nf4Loss, f32Loss, accuracy: 1e-6)
+        XCTAssertLessThan(maxAbsDifference(nf4Set.gradients.data, f32Set.gradients.data, count: f32Set.gradients.count), 1e-5)
+        XCTAssertGreaterThan(nf4Set.gradients.array.map(abs).max() ?? 0, 1e-3)
+        for (a, b) in zip(nf4Set.adapters, f32Set.adapters) {
+            let delta = a.deltaWeight(), reference = b.deltaWeight()
+            XCTAssertLessThan(maxAbsDifference(delta.data, reference.data, count: reference.count), 1e-6, a.site.moduleName)
+        }
     }
 
     // MARK: initialisation and files

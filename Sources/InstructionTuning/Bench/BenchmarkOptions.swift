@@ -29,6 +29,8 @@ public struct BenchmarkOptions: Codable, Equatable, Sendable {
     /// How the base's projections are stored: `none` or `nf4` (`--quantize`), with `doubleQuant` for NF4.
     public var quantize = "none"
     public var doubleQuant = true
+    /// DoRA adapters instead of plain LoRA (`--dora`).
+    public var dora = false
     /// The matrix-product kernel (`--gemm`): `lorakit` or `openblas` (`GEMM.Kernel`).
     public var gemm = "lorakit"
 

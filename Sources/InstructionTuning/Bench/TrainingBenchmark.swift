@@ -38,9 +38,11 @@ public struct BenchmarkResult: Codable, Sendable {
 
     /// `baseWeightBytes / baseWeightBytesF32`.
     public var baseWeightFraction = 1.0
+    /// Whether the adapters were DoRA (`--dora`).
+    public var dora = false
 
     enum CodingKeys: String, CodingKey {
-        case impl, params, trainable, threads, loss, gemm
+        case impl, params, trainable, threads, loss, gemm, dora
         case tokensPerSecond = "tokens_per_s", stepSeconds = "step_s", stepSecondsMedian = "step_s_median"
         case peakRSSMiB = "peak_rss_mib", flopsPerToken = "flops_per_token", gflops
         case sgemmPeakGflops = "sgemm_peak_gflops", sgemmFraction = "sgemm_fraction"
@@ -94,8 +96,11 @@ public enum TrainingBenchmark {
             : try LlamaWeights.random(config: config, seed: options.seed, quantization: quantization)
         let model = LlamaModel(weights: weights)
         let targets = try TargetSelection.parseTargets(options.targets)
-        let loraConfig = LoRAConfig(targets: targets, layers: nil, r: options.rank, loraAlpha: Double(2 * options.rank))
-        let adapters = try AdapterSet(config: loraConfig, dims: model.dims, initialization: .random, seed: options.seed)
+        let loraConfig = LoRAConfig(targets: targets, layers: nil, r: options.rank, loraAlpha: Double(2 * options.rank),
+                                    useDora: options.dora)
+        // DoRA's magnitudes start at the base's row norms, so the set is built against the base
+        let adapters = try AdapterSet(config: loraConfig, dims: model.dims, initialization: .random, seed: options.seed,
+                                      base: options.dora ? weights : nil)
         try adapters.attach(to: model)
         let optimizer = AdamW(parameterCount: adapters.trainableCount, weightDecay: 0.01)
 
@@ -137,6 +142,7 @@ public enum TrainingBenchmark {
             openblasCoretype: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "",
             threads: Threads.count, loss: loss)
         result.quantize = options.quantize
+        result.dora = options.dora
         (result.baseWeightBytes, result.baseWeightBytesF32) = weights.projectionBytes
         result.baseWeightFraction = Double(result.baseWeightBytes) / Double(max(1, result.baseWeightBytesF32))
         return result

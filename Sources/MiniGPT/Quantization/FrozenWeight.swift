@@ -42,11 +42,38 @@ public enum FrozenWeight {
         }
     }
 
+    /// Rows `range` of W as F32, row-major into `panel` (`columns` values per row): copied, or dequantized.
+    public func copyRows(_ range: Range<Int>, into panel: UnsafeMutablePointer<Float>) {
+        switch self {
+        case .f32(let w):
+            let columns = w.shape[1]
+            panel.update(from: w.data + range.lowerBound * columns, count: range.count * columns)
+        case .nf4(let w):
+            w.dequantize(rows: range, columns: 0..<w.columns, into: panel, ldPanel: w.columns)
+        }
+    }
+
+    /// Identifies the storage (for caches keyed on the weight): the same value while the same memory holds W.
+    public var storageIdentity: UInt {
+        switch self {
+        case .f32(let w): return UInt(bitPattern: w.data)
+        case .nf4(let w): return UInt(bitPattern: ObjectIdentifier(w))
+        }
+    }
+
     /// Bytes the weight occupies in memory.
     public var storageBytes: Int {
         switch self {
         case .f32(let w): return w.bytes
         case .nf4(let w): return w.storageBytes
+        }
+    }
+
+    /// [out, in].
+    public var shape: [Int] {
+        switch self {
+        case .f32(let w): return w.shape
+        case .nf4(let w): return [w.rows, w.columns]
         }
     }
 
