@@ -72,15 +72,26 @@ public enum PiSSA {
 extension AdapterSet {
     /// The base the set trains on: for PiSSA the residual W − s·B₀·A₀ of every adapted projection (new tensors;
     /// the rest shared with `weights`), otherwise `weights` itself.
-    public func trainingBase(_ weights: LlamaWeights) throws -> LlamaWeights {
-        guard let initial = pissaInitial else { return weights }
+    ///
+    /// With a `quantization` (PiSSA on an F32 `weights` for a quantized run: QPiSSA, Meng et al. §4.4) every
+    /// projection is then stored that way, a block at a time: the residuals, whose largest singular directions
+    /// moved into the adapter, and the untouched projections as they are.
+    public func trainingBase(_ weights: LlamaWeights, quantization: BaseQuantization = .none) throws -> LlamaWeights {
+        guard let initial = pissaInitial else {
+            precondition(quantization == .none, "trainingBase quantizes only a PiSSA residual base")
+            return weights
+        }
         guard weights.dims == dims else { throw LoRAKitError("the PiSSA adapter was built for another model") }
-        let layers = weights.layers.enumerated().map { l, layer -> LayerWeights in
-            let projections = Projection.allCases.map { p -> FrozenWeight in
-                // Untouched projections stay as stored (shared, NF4 or F32).
-                guard let adapter = adapter(layer: l, projection: p) else { return layer.frozen(p) }
+        let layers = try weights.layers.enumerated().map { l, layer -> LayerWeights in
+            let projections = try Projection.allCases.map { p -> FrozenWeight in
+                let label = "model.layers.\(l).\(p.modulePath).weight"
+                guard let adapter = adapter(layer: l, projection: p) else {
+                    // Untouched projections stay as stored (shared), or are quantized as loaded ones would be.
+                    return quantization == .none ? layer.frozen(p) : try quantization.store(layer.projection(p), label: label)
+                }
                 let (a0, b0) = initialTensors(of: adapter, in: initial)
-                return .f32(PiSSA.residual(weight: layer.projection(p), a0: a0, b0: b0, scale: adapter.scale))
+                let residual = PiSSA.residual(weight: layer.projection(p), a0: a0, b0: b0, scale: adapter.scale)
+                return try quantization.store(residual, label: label + " (PiSSA residual)")
             }
             return LayerWeights(attentionNorm: layer.attentionNorm, ffnNorm: layer.ffnNorm, projections: projections)
         }

@@ -167,11 +167,23 @@ final class PiSSACommandTests: XCTestCase {
     let data = Lora.fixture("peft/train3/data.json")
 
     func testPiSSARunSavesConvertedAdapterAndResumesExactly() throws {
+        try checkPiSSARun(quantize: "none")
+    }
+
+    /// QPiSSA: the same on an NF4 base (the residual quantized after the SVD), resumed exactly too.
+    func testQuantizedPiSSARunResumesExactly() throws {
+        try checkPiSSARun(quantize: "nf4")
+    }
+
+    func checkPiSSARun(quantize: String) throws {
         let out = try Lora.temporaryDirectory() + "/run"
         let run = try Lora.run(["finetune", "--base", gqa, "--data", data, "--out", out, "--steps", "3",
                                 "--batch-size", "2", "--targets", "q,v", "--rank", "4", "--alpha", "8",
-                                "--init", "pissa", "--lr", "1e-3", "--dropout", "0.1", "--save-every", "1"])
+                                "--init", "pissa", "--lr", "1e-3", "--dropout", "0.1", "--save-every", "1",
+                                "--quantize", quantize])
         XCTAssertEqual(run.status, 0, run.stderr)
+        // the model that trained: NF4 projections when asked (the residuals quantized), F32 otherwise
+        XCTAssertEqual(run.stderr.contains("projections stored as nf4"), quantize == "nf4", run.stderr)
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/adapter_config.json"))) as? [String: Any]
         XCTAssertEqual(config?["r"] as? Int, 8)
         XCTAssertEqual(config?["lora_alpha"] as? Int, 16)

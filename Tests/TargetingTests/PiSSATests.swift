@@ -84,6 +84,53 @@ final class PiSSATests: XCTestCase {
         }
     }
 
+    /// QPiSSA: PiSSA on the F32 base, then every projection stored NF4 — the residuals of the adapted ones (bit for
+    /// bit what quantizing W − s·B₀·A₀ gives, also when rebuilt on resume) and the others as loading them with
+    /// `--quantize nf4` would. The quantized residual plus the adapter stays closer to W than NF4(W) does (the
+    /// largest singular directions are not quantized), so the run starts nearer the F32 model than QLoRA's.
+    func testQuantizedResidualBase() throws {
+        let weights = try LlamaWeights.load(directory: Fixtures.model("gqa"))
+        let quantized = try LlamaWeights.load(directory: Fixtures.model("gqa"), quantization: .nf4(doubleQuant: true))
+        let set = try pissaSet(weights)
+        let f32Residual = try set.trainingBase(weights)
+        let base = try set.trainingBase(weights, quantization: .nf4(doubleQuant: true))
+        func codes(_ w: FrozenWeight) -> [UInt8]? { if case .nf4(let m) = w { return m.packedCodes } else { return nil } }
+        var residualError = 0.0, qloraError = 0.0
+        for l in 0..<weights.dims.layers {
+            for p in Projection.allCases {
+                let stored = base.layers[l].frozen(p)
+                XCTAssertNotNil(codes(stored), "\(p) of block \(l) is not NF4")
+                guard let adapter = set.adapter(layer: l, projection: p) else {
+                    XCTAssertEqual(codes(stored), codes(quantized.layers[l].frozen(p)), "untouched \(p) of block \(l)")
+                    continue
+                }
+                let want = try NF4Matrix(quantizing: f32Residual.layers[l].projection(p).data, rows: adapter.outFeatures,
+                                         columns: adapter.inFeatures, doubleQuant: true, label: "residual")
+                XCTAssertEqual(codes(stored), want.packedCodes, adapter.site.moduleName)
+                // ‖NF4(W_res) + s·B₀·A₀ − W‖² against ‖NF4(W) − W‖²
+                let w = weights.layers[l].projection(p), delta = adapter.deltaWeight()
+                let approximation = stored.f32Tensor, qlora = quantized.layers[l].projection(p)
+                for i in 0..<w.count {
+                    residualError += pow(Double(approximation[i] + delta[i] - w[i]), 2)
+                    qloraError += pow(Double(qlora[i] - w[i]), 2)
+                }
+            }
+        }
+        print("QPiSSA: ‖NF4(W_res) + s·B₀·A₀ − W‖² = \(residualError), QLoRA ‖NF4(W) − W‖² = \(qloraError) over the adapted projections")
+        XCTAssertLessThan(residualError, 0.9 * qloraError)
+
+        // resuming rebuilds the same NF4 residuals from the saved adapter
+        let directory = try temporaryDirectory(self)
+        try set.save(to: directory)
+        let resumed = try AdapterSet.resumePiSSA(directory: directory, config: set.config, dims: weights.dims)
+        let again = try resumed.trainingBase(weights, quantization: .nf4(doubleQuant: true))
+        for l in 0..<weights.dims.layers {
+            for p in Projection.allCases {
+                XCTAssertEqual(codes(again.layers[l].frozen(p)), codes(base.layers[l].frozen(p)), "\(p) of block \(l)")
+            }
+        }
+    }
+
     /// PEFT's own converted PiSSA adapter, on the original base, gives PEFT's PiSSA model's logits.
     func testPEFTConvertedAdapterMatchesPEFT() throws {
         let weights = try LlamaWeights.load(directory: Fixtures.model("gqa"))

@@ -64,10 +64,6 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         if !["kaiming", "gaussian", "pissa"].contains(initialization) {
             throw fail("--init must be kaiming, gaussian or pissa, got '\(initialization)'")
         }
-        if initialization == "pissa" && (quantize ?? "none") != "none" {
-            // PEFT's recipe quantizes the residual after the SVD; LoRAKit does not rebuild an NF4 residual yet.
-            throw fail("--init pissa with --quantize \(quantize ?? "") is not supported: PiSSA changes the base to its residual, which would have to be quantized anew")
-        }
         if initialization == "pissa" && initAdapter != nil {
             throw fail("--init pissa initialises a new adapter from the base weights; it cannot start from --init-adapter")
         }

@@ -30,7 +30,11 @@ public final class FineTuner {
         try options.validate()
         self.options = options
         resumed = resume
-        let weights = try LlamaWeights.load(directory: options.base, quantization: try options.quantization)
+        // PiSSA on a quantized base (QPiSSA) takes the SVD of the F32 weights and quantizes the residual it trains
+        // on, so the base loads in F32 first and is quantized when the training base is built.
+        let quantization = try options.quantization
+        let quantizeAfterPiSSA = options.initialization == "pissa" && quantization != .none
+        let weights = try LlamaWeights.load(directory: options.base, quantization: quantizeAfterPiSSA ? .none : quantization)
         tokenizer = try BaseModel.tokenizer(directory: options.base)
         if tokenizer.vocabSize > weights.dims.vocab {
             throw LoRAKitError.file(options.base, "tokenizer.model has \(tokenizer.vocabSize) pieces but the model's vocab_size is \(weights.dims.vocab)")
@@ -93,7 +97,7 @@ public final class FineTuner {
                                       seed: options.seed, base: weights)
             }
             // PiSSA trains on the residual of the base; every other adapter on the base itself.
-            model = LlamaModel(weights: try lora.trainingBase(weights))
+            model = LlamaModel(weights: try lora.trainingBase(weights, quantization: quantizeAfterPiSSA ? quantization : .none))
             adapters = lora
         }
         // A loaded adapter trains with this run's dropout.
