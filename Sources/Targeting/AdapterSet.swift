@@ -52,14 +52,17 @@ public final class AdapterSet {
         let sites = try config.sites(layerCount: dims.layers)
         try self.init(config: config, sites: sites, dims: dims, seed: seed)
         let initialization = try initialization ?? config.initialization()
-        if initialization == .pissa {
+        if initialization.isPiSSA {
             guard let base else {
                 throw LoRAKitError("PiSSA initialisation needs the base model's weights (it factors them)")
             }
             guard !config.useDora else { throw LoRAKitError("DoRA with PiSSA initialisation is not supported") }
             guard base.dims == dims else { throw LoRAKitError("the base model does not have the adapter's dimensions") }
+            // the sketches of a fast SVD come from the set's seed, adapter after adapter
+            var rng = RandomGenerator(seed: seed)
             for adapter in adapters {
-                try PiSSA.initialize(adapter, weight: base.layers[adapter.site.layer].projection(adapter.site.projection))
+                try PiSSA.initialize(adapter, weight: base.layers[adapter.site.layer].projection(adapter.site.projection),
+                                     initialization: initialization, rng: &rng)
             }
             pissaInitial = parameters.clone()
         } else {
@@ -182,7 +185,7 @@ public final class AdapterSet {
             case .gaussian:
                 rng.fillNormal(adapter.a.data, count: adapter.a.count, std: 1 / Float(adapter.rank))
                 adapter.b.zero()
-            case .pissa:
+            case .pissa, .pissaFast:
                 preconditionFailure("PiSSA is initialised from the base weights, not from a generator")
             case .random:
                 let bBound = 1 / Float(adapter.rank).squareRoot()

@@ -292,9 +292,9 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
         case .flag(true): return .kaiming
         case .flag(false): return .random
         case .method(let name) where name.lowercased() == "gaussian": return .gaussian
-        case .method(let name) where name.lowercased() == "pissa": return .pissa
         case .method(let name):
-            throw LoRAKitError("init_lora_weights \"\(name)\" is not supported yet (supported: true, false, \"gaussian\", \"pissa\" for new adapters); methods such as OLoRA change the base weights too")
+            if let pissa = AdapterInitialization.pissa(method: name) { return pissa }
+            throw LoRAKitError("init_lora_weights \"\(name)\" is not supported yet (supported: true, false, \"gaussian\", \"pissa\", \"pissa_niter_K\" for new adapters); methods such as OLoRA change the base weights too")
         }
     }
 
@@ -438,7 +438,7 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
 }
 
 /// How new adapter weights start.
-public enum AdapterInitialization: String, Sendable, CaseIterable {
+public enum AdapterInitialization: Equatable, Sendable {
     /// PEFT's default (`init_lora_weights: true`): A ~ U(−1/√in, 1/√in) (kaiming_uniform with a = √5), B = 0.
     case kaiming
     /// `init_lora_weights: "gaussian"`: A ~ N(0, (1/r)²) (PEFT's `std = 1 / r`), B = 0.
@@ -449,6 +449,29 @@ public enum AdapterInitialization: String, Sendable, CaseIterable {
     /// `init_lora_weights: "pissa"`: A and B from the top-r singular triplets of the base weight, which is replaced
     /// by its residual during training (see PiSSA.swift); needs the base weights.
     case pissa
+    /// `init_lora_weights: "pissa_niter_K"`: PiSSA from a randomized SVD with K power iterations (`SVD.randomized`),
+    /// for weights too large to factor exactly in reasonable time.
+    case pissaFast(powerIterations: Int)
+
+    /// PiSSA, exact or fast.
+    public var isPiSSA: Bool {
+        switch self {
+        case .pissa, .pissaFast: return true
+        default: return false
+        }
+    }
+
+    /// The PiSSA initialisation a method name of `init_lora_weights` or `--init` asks for: "pissa", or
+    /// "pissa_niter_K" with K ≥ 0 power iterations (PEFT's spelling); nil for any other name.
+    public static func pissa(method name: String) -> AdapterInitialization? {
+        let lower = name.lowercased()
+        if lower == "pissa" { return .pissa }
+        let prefix = "pissa_niter_"
+        guard lower.hasPrefix(prefix), let iterations = Int(lower.dropFirst(prefix.count)), iterations >= 0 else {
+            return nil
+        }
+        return .pissaFast(powerIterations: iterations)
+    }
 
     /// The config value PEFT writes for this initialisation.
     public var configValue: LoRAConfig.InitLoRAWeights {
@@ -457,6 +480,7 @@ public enum AdapterInitialization: String, Sendable, CaseIterable {
         case .gaussian: return .method("gaussian")
         case .random: return .flag(false)
         case .pissa: return .method("pissa")
+        case .pissaFast(let iterations): return .method("pissa_niter_\(iterations)")
         }
     }
 }

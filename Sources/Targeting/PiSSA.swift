@@ -13,20 +13,27 @@ import Tensors
 /// doubled (alpha × √2 with rsLoRA) so the scale is unchanged. `lora merge`, `lora forward` and PEFT then use it
 /// on the original model, and `--resume` rebuilds the residual from A₀ and B₀ found in it.
 public enum PiSSA {
-    /// Fills `adapter`'s A and B from the SVD of its base projection `weight` (out, in).
-    static func initialize(_ adapter: LoRALinear, weight: Tensor) throws {
+    /// Fills `adapter`'s A and B from the SVD of its base projection `weight` (out, in): exact (`.pissa`), or
+    /// randomized with the sketch drawn from `rng` (`.pissaFast`, PEFT's `pissa_niter_K`).
+    static func initialize(_ adapter: LoRALinear, weight: Tensor, initialization: AdapterInitialization,
+                           rng: inout RandomGenerator) throws {
         let module = adapter.site.moduleName
         let k = min(adapter.inFeatures, adapter.outFeatures), r = adapter.rank
         guard r <= k else {
             throw LoRAKitError("PiSSA initialisation of \(module): rank \(r) exceeds min(in, out) = \(k) of the [\(adapter.outFeatures), \(adapter.inFeatures)] weight; use --rank \(k) or less")
         }
-        let (u, s, vt) = try SVD.thin(weight)
-        let inF = adapter.inFeatures, outF = adapter.outFeatures
+        let (u, s, vt): (Tensor, [Float], Tensor)
+        if case .pissaFast(let iterations) = initialization {
+            (u, s, vt) = try SVD.randomized(weight, rank: r, powerIterations: iterations, rng: &rng)
+        } else {
+            (u, s, vt) = try SVD.thin(weight)
+        }
+        let inF = adapter.inFeatures, outF = adapter.outFeatures, uColumns = u.shape[1]
         for j in 0..<r {
             // PEFT: Sr /= scaling; A = diag(√Sr) Vhr; B = Vr diag(√Sr)
             let root = (s[j] / adapter.scale).squareRoot()
             for i in 0..<inF { adapter.a.data[j * inF + i] = root * vt.data[j * inF + i] }
-            for o in 0..<outF { adapter.b.data[o * r + j] = u.data[o * k + j] * root }
+            for o in 0..<outF { adapter.b.data[o * r + j] = u.data[o * uColumns + j] * root }
         }
     }
 

@@ -87,7 +87,7 @@ struct TrainingOptions: ParsableArguments {
     @Flag(help: "Rank-stabilised LoRA: scale alpha / √r.") var rslora = false
     @Flag(help: "DoRA (PEFT's use_dora): each adapted row rescaled to a trained magnitude, m ⊙ (W + s·B·A) / ‖W + s·B·A‖.")
     var dora = false
-    @Option(name: .customLong("init"), help: "Initialisation: kaiming (PEFT's default) or gaussian A with B = 0, or pissa (A, B from the top singular vectors of W; trains on the residual; saved as a rank-2r LoRA for the original base).")
+    @Option(name: .customLong("init"), help: "Initialisation: kaiming (PEFT's default) or gaussian A with B = 0, or pissa (A, B from the top singular vectors of W; trains on the residual; saved as a rank-2r LoRA for the original base), or pissa_niter_K (the same from a randomized SVD with K power iterations: fast on large weights).")
     var initialization: String = "kaiming"
     @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
     var template: String = "alpaca"

@@ -170,16 +170,21 @@ final class PiSSACommandTests: XCTestCase {
         try checkPiSSARun(quantize: "none")
     }
 
-    /// QPiSSA: the same on an NF4 base (the residual quantized after the SVD), resumed exactly too.
+    /// QPiSSA: the same on an NF4 base (the residual quantized after the SVD), resumed exactly too; and the fast
+    /// (randomized) SVD of `pissa_niter_K`.
     func testQuantizedPiSSARunResumesExactly() throws {
         try checkPiSSARun(quantize: "nf4")
     }
 
-    func checkPiSSARun(quantize: String) throws {
+    func testFastPiSSARunResumesExactly() throws {
+        try checkPiSSARun(quantize: "none", initialization: "pissa_niter_2")
+    }
+
+    func checkPiSSARun(quantize: String, initialization: String = "pissa") throws {
         let out = try Lora.temporaryDirectory() + "/run"
         let run = try Lora.run(["finetune", "--base", gqa, "--data", data, "--out", out, "--steps", "3",
                                 "--batch-size", "2", "--targets", "q,v", "--rank", "4", "--alpha", "8",
-                                "--init", "pissa", "--lr", "1e-3", "--dropout", "0.1", "--save-every", "1",
+                                "--init", initialization, "--lr", "1e-3", "--dropout", "0.1", "--save-every", "1",
                                 "--quantize", quantize])
         XCTAssertEqual(run.status, 0, run.stderr)
         // the model that trained: NF4 projections when asked (the residuals quantized), F32 otherwise
@@ -206,5 +211,6 @@ final class PiSSACommandTests: XCTestCase {
         assertCleanFailure(try Lora.run(common + ["--init-adapter", Lora.fixture("peft/lora-qv")]), mentions: "--init-adapter")
         assertCleanFailure(try Lora.run(common + ["--dora"]), mentions: "--dora")
         assertCleanFailure(try Lora.run(common + ["--targets", "v", "--rank", "20"]), mentions: "min(in, out)")
+        assertCleanFailure(try Lora.run(common + ["--init", "pissa_niter_x"]), mentions: "pissa_niter_K")
     }
 }

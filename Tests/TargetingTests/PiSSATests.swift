@@ -131,6 +131,41 @@ final class PiSSATests: XCTestCase {
         }
     }
 
+    /// `init_lora_weights: "pissa_niter_2"` (PEFT's fast PiSSA): residual + adapter is the model at step 0, and the
+    /// adapter takes nearly the energy ‖s·B·A‖² of the exact top-r part (the fixture's weights have a flat
+    /// spectrum, where the top-r directions themselves are loosely determined); unknown spellings are refused.
+    func testFastPiSSA() throws {
+        let weights = try LlamaWeights.load(directory: Fixtures.model("gqa"))
+        let config = LoRAConfig(r: 4, loraAlpha: 8, initLoraWeights: .method("pissa_niter_2"))
+        XCTAssertEqual(try config.initialization(), .pissaFast(powerIterations: 2))
+        let set = try AdapterSet(config: config, targets: [.q, .v, .down], layers: [0, 1], dims: weights.dims,
+                                 initialization: try config.initialization(), seed: 4, base: weights)
+        XCTAssertEqual(set.config.initLoraWeights, .method("pissa_niter_2"))
+        let residual = try set.trainingBase(weights)
+        let ids: [Int32] = [1, 17, 40, 99, 5, 250]
+        let training = LlamaModel(weights: residual)
+        try set.attach(to: training)
+        let original = try LlamaModel(weights: weights).logits(TokenBatch(sequences: [ids]))
+        let start = try training.logits(TokenBatch(sequences: [ids]))
+        XCTAssertLessThan(maxAbsDifference(start.data, original.data, count: original.count), 1e-4)
+        let exact = try pissaSet(weights)
+        var worst = 1.0
+        for (fast, reference) in zip(set.adapters, exact.adapters) {
+            let d = fast.deltaWeight(), want = reference.deltaWeight()
+            let energy = (0..<d.count).reduce(0.0) { $0 + Double(d[$1] * d[$1]) }
+            let best = (0..<want.count).reduce(0.0) { $0 + Double(want[$1] * want[$1]) }
+            worst = min(worst, energy / best)
+        }
+        print("fast PiSSA (2 power iterations): at least \(worst) of the exact top-r energy per projection")
+        XCTAssertGreaterThan(worst, 0.97)
+        XCTAssertLessThanOrEqual(worst, 1.0001)
+        for bad in ["pissa_niter_", "pissa_niter_x", "pissa_niter_-1", "pissa2"] {
+            assertError(["init_lora_weights \"\(bad)\" is not supported"]) {
+                _ = try LoRAConfig(r: 4, loraAlpha: 8, initLoraWeights: .method(bad)).initialization()
+            }
+        }
+    }
+
     /// PEFT's own converted PiSSA adapter, on the original base, gives PEFT's PiSSA model's logits.
     func testPEFTConvertedAdapterMatchesPEFT() throws {
         let weights = try LlamaWeights.load(directory: Fixtures.model("gqa"))

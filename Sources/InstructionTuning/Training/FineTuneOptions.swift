@@ -55,17 +55,20 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         self.out = out
     }
 
+    /// `--init pissa` or `--init pissa_niter_K`: the adapter starts from the base's singular vectors.
+    public var isPiSSA: Bool { AdapterInitialization.pissa(method: initialization) != nil }
+
     /// Checks values a user can get wrong, before any work starts.
     public func validate() throws {
         func fail(_ m: String) -> LoRAKitError { LoRAKitError(m) }
         if rank <= 0 { throw fail("--rank must be positive, got \(rank)") }
         if !(alpha > 0) { throw fail("--alpha must be positive, got \(alpha)") }
         if !(dropout >= 0 && dropout < 1) { throw fail("--dropout must be in [0, 1), got \(dropout)") }
-        if !["kaiming", "gaussian", "pissa"].contains(initialization) {
-            throw fail("--init must be kaiming, gaussian or pissa, got '\(initialization)'")
+        if !["kaiming", "gaussian"].contains(initialization) && !isPiSSA {
+            throw fail("--init must be kaiming, gaussian, pissa or pissa_niter_K (K power iterations, K ≥ 0), got '\(initialization)'")
         }
-        if initialization == "pissa" && initAdapter != nil {
-            throw fail("--init pissa initialises a new adapter from the base weights; it cannot start from --init-adapter")
+        if isPiSSA && initAdapter != nil {
+            throw fail("--init \(initialization) initialises a new adapter from the base weights; it cannot start from --init-adapter")
         }
         if dora == true {
             // What DoRA does not combine with, said before any work starts.

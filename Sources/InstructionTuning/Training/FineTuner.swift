@@ -33,7 +33,7 @@ public final class FineTuner {
         // PiSSA on a quantized base (QPiSSA) takes the SVD of the F32 weights and quantizes the residual it trains
         // on, so the base loads in F32 first and is quantized when the training base is built.
         let quantization = try options.quantization
-        let quantizeAfterPiSSA = options.initialization == "pissa" && quantization != .none
+        let quantizeAfterPiSSA = options.isPiSSA && quantization != .none
         let weights = try LlamaWeights.load(directory: options.base, quantization: quantizeAfterPiSSA ? .none : quantization)
         tokenizer = try BaseModel.tokenizer(directory: options.base)
         if tokenizer.vocabSize > weights.dims.vocab {
@@ -75,7 +75,7 @@ public final class FineTuner {
             model = LlamaModel(weights: weights)
         } else {
             let lora: AdapterSet
-            if let resume, resume.state != nil, options.initialization == "pissa" {
+            if let resume, resume.state != nil, options.isPiSSA {
                 // The checkpoint holds the converted adapter; A₀ and B₀ in it give back the residual base.
                 lora = try AdapterSet.resumePiSSA(directory: resume.directory, config: try Self.newAdapterConfig(options, weights),
                                                   dims: weights.dims)
@@ -122,8 +122,8 @@ public final class FineTuner {
         let initialization: LoRAConfig.InitLoRAWeights
         switch options.initialization {
         case "gaussian": initialization = .method("gaussian")
-        case "pissa": initialization = .method("pissa")
-        default: initialization = .flag(true)
+        case "kaiming": initialization = .flag(true)
+        default: initialization = AdapterInitialization.pissa(method: options.initialization)?.configValue ?? .flag(true)
         }
         var config = LoRAConfig(targets: try TargetSelection.parseTargets(options.targets),
                                 layers: options.layers == nil ? nil
