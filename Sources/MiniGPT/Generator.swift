@@ -80,7 +80,7 @@ public final class Generator {
         model.weights.layers[l].frozen(p).linear(out: out.data, input: input.data, rows: rows,
                                                  inFeatures: f.inFeatures, outFeatures: f.outFeatures,
                                                  accumulate: accumulate)
-        addDeltas(l, p, out: out, input: input, rows: rows)
+        addDeltas(l, p, out: out, input: input, rows: rows, outIsBase: !accumulate)
     }
 
     /// The projections `a`, `b` (and `c`) of the block's normed input, which they all read: for one token and F32
@@ -95,9 +95,9 @@ public final class Generator {
             return
         }
         GEMM.linearOneRow(input: input.data, inFeatures: a.0.features(model.dims).inFeatures, pa, pb, pc)
-        addDeltas(l, a.0, out: a.1, input: input, rows: rows)
-        addDeltas(l, b.0, out: b.1, input: input, rows: rows)
-        if let c { addDeltas(l, c.0, out: c.1, input: input, rows: rows) }
+        addDeltas(l, a.0, out: a.1, input: input, rows: rows, outIsBase: true)
+        addDeltas(l, b.0, out: b.1, input: input, rows: rows, outIsBase: true)
+        if let c { addDeltas(l, c.0, out: c.1, input: input, rows: rows, outIsBase: true) }
     }
 
     /// Projection `p` of block `l` writing `out`, when its weight is F32.
@@ -107,9 +107,11 @@ public final class Generator {
                                   rows: projection.0.features(model.dims).outFeatures)
     }
 
-    private func addDeltas(_ l: Int, _ p: Projection, out: Tensor, input: Tensor, rows: Int) {
-        for delta in model.deltas[l][p] ?? [] {
-            delta.forward(out: out.data, input: input.data, rows: rows, training: false)
+    /// `outIsBase`: `out` holds exactly input · Wᵀ, which the first delta may read (as `LlamaModel.applyDeltas`).
+    private func addDeltas(_ l: Int, _ p: Projection, out: Tensor, input: Tensor, rows: Int, outIsBase: Bool) {
+        for (i, delta) in (model.deltas[l][p] ?? []).enumerated() {
+            delta.forward(out: out.data, input: input.data, rows: rows, training: false,
+                          base: outIsBase && i == 0 ? UnsafePointer(out.data) : nil)
         }
     }
 

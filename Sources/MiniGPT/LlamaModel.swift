@@ -73,10 +73,15 @@ public final class LlamaModel {
 
     // MARK: forward
 
+    /// Adds the deltas of projection `p` to `out`. `outIsBase`: `out` holds exactly input · Wᵀ (no residual), which
+    /// the first delta may read instead of recomputing it.
     private func applyDeltas(_ layer: Int, _ p: Projection, out: UnsafeMutablePointer<Float>,
-                             input: UnsafePointer<Float>, rows: Int, training: Bool) {
+                             input: UnsafePointer<Float>, rows: Int, training: Bool, outIsBase: Bool = false) {
         guard let list = deltas[layer][p] else { return }
-        for d in list { d.forward(out: out, input: input, rows: rows, training: training) }
+        for (i, d) in list.enumerated() {
+            d.forward(out: out, input: input, rows: rows, training: training,
+                      base: outIsBase && i == 0 ? UnsafePointer(out) : nil)
+        }
     }
 
     /// Runs the blocks and the final norm; blocks from `storedFrom` up leave what their backward needs.
@@ -112,7 +117,7 @@ public final class LlamaModel {
             let f = p.features(d)
             w.frozen(p).linear(out: out.data, input: normed.data, rows: n,
                                inFeatures: f.inFeatures, outFeatures: f.outFeatures)
-            applyDeltas(l, p, out: out.data, input: normed.data, rows: n, training: training)
+            applyDeltas(l, p, out: out.data, input: normed.data, rows: n, training: training, outIsBase: true)
         }
         RoPE.forward(x: s.q.data, positions: positions, rows: n, heads: d.heads, headDim: d.headDim, table: rope)
         RoPE.forward(x: s.k.data, positions: positions, rows: n, heads: d.kvHeads, headDim: d.headDim, table: rope)
@@ -130,7 +135,7 @@ public final class LlamaModel {
                         weight: w.ffnNorm.data, rows: n, dim: d.dim, eps: d.normEps)
         for (p, out) in [(Projection.gate, s.gate), (.up, s.up)] {
             w.frozen(p).linear(out: out.data, input: normed.data, rows: n, inFeatures: d.dim, outFeatures: d.ffnDim)
-            applyDeltas(l, p, out: out.data, input: normed.data, rows: n, training: training)
+            applyDeltas(l, p, out: out.data, input: normed.data, rows: n, training: training, outIsBase: true)
         }
         SwiGLU.forward(out: hidden.data, gate: s.gate.data, up: s.up.data, count: n * d.ffnDim)
         // out = middle + hidden Wdᵀ (+ adapter); out may be this block's own input (scratch), read no more

@@ -49,8 +49,23 @@ public protocol ProjectionDelta: AnyObject {
     /// out[rows, outF] += delta(input[rows, inF]). `training` turns dropout on.
     func forward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, rows: Int, training: Bool)
 
+    /// `forward`, told that `base` holds input · Wᵀ of the frozen projection (nil when the caller does not have it:
+    /// `out` also holds a residual, or another delta already added to it). A delta whose output depends on W x
+    /// (DoRA) reads it there instead of computing the product again; `base` may be `out` itself, so it is read before
+    /// `out` is written.
+    func forward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, rows: Int, training: Bool,
+                 base: UnsafePointer<Float>?)
+
     /// dInput[rows, inF] += ∂L/∂input through the delta; parameter gradients accumulate inside the delta.
     /// Called after `forward` on the same input, before the next `forward`.
     func backward(dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
                   rows: Int)
+}
+
+extension ProjectionDelta {
+    /// A delta that does not use W x ignores it.
+    public func forward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, rows: Int, training: Bool,
+                        base: UnsafePointer<Float>?) {
+        forward(out: out, input: input, rows: rows, training: training)
+    }
 }

@@ -111,13 +111,20 @@ extension LoRALinear {
     }
 
     /// out[N, out] += (c − 1) ⊙ (xd Wᵀ) + c ⊙ (s · xd Aᵀ Bᵀ); `x` is already dropped out when training.
-    func doraForward(_ dora: DoRABuffers, out: UnsafeMutablePointer<Float>, input x: UnsafePointer<Float>, rows: Int) {
+    /// `known`: xd Wᵀ as the caller computed it (PEFT reuses the base layer's result too when there is no dropout),
+    /// possibly `out` itself; nil: computed here.
+    func doraForward(_ dora: DoRABuffers, out: UnsafeMutablePointer<Float>, input x: UnsafePointer<Float>, rows: Int,
+                     base known: UnsafePointer<Float>?) {
         let w = boundBase(), outF = outFeatures
         updateFactor(dora)
         dora.reserve(rows * outF)
         let base = dora.combined.data
-        // base = xd Wᵀ: (N, in)·(in, out) -> (N, out)
-        w.linear(out: base, input: x, rows: rows, inFeatures: inFeatures, outFeatures: outF)
+        if let known {
+            base.update(from: known, count: rows * outF)
+        } else {
+            // base = xd Wᵀ: (N, in)·(in, out) -> (N, out)
+            w.linear(out: base, input: x, rows: rows, inFeatures: inFeatures, outFeatures: outF)
+        }
         // h = xd Aᵀ: (N, in)·(in, r) -> (N, r)
         GEMM.linear(out: h.data, input: x, weight: a.data, rows: rows, inFeatures: inFeatures, outFeatures: rank)
         // lora = s · h Bᵀ: (N, r)·(r, out) -> (N, out)

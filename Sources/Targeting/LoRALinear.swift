@@ -112,9 +112,16 @@ public final class LoRALinear: ProjectionDelta {
 
     /// out[N, out] += s · (dropout(x) Aᵀ) Bᵀ; dropout only when `training`.
     public func forward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, rows: Int, training: Bool) {
+        forward(out: out, input: input, rows: rows, training: training, base: nil)
+    }
+
+    /// `forward`; DoRA reads W x from `base` when the caller has it and no dropout changes the input.
+    public func forward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, rows: Int, training: Bool,
+                        base: UnsafePointer<Float>?) {
         let x = prepareInput(input, rows: rows, training: training)
         if let dora {
-            doraForward(dora, out: out, input: x, rows: rows)
+            // with dropout W·dropout(x) is not W x: only then is the product done again
+            doraForward(dora, out: out, input: x, rows: rows, base: lastUsedDropout ? nil : base)
             return
         }
         // h = x Aᵀ: (N, in)·(in, r) -> (N, r)

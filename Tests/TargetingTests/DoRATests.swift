@@ -139,6 +139,39 @@ final class DoRATests: XCTestCase {
         return adapter
     }
 
+    /// Handed W x by the caller (the projection's own output, `out` itself), DoRA gives the bits it gives when it
+    /// computes W x itself, forward and backward; with dropout in training it ignores what it is handed (W·dropout(x)
+    /// is another product).
+    func testKnownBaseOutputGivesTheSameBits() {
+        var rng = RandomGenerator(seed: 31)
+        let x = Tensor(shape: [rows, inF]), g = Tensor(shape: [rows, outF])
+        rng.fillNormal(x.data, count: x.count, std: 1)
+        rng.fillNormal(g.data, count: g.count, std: 1)
+        for (dropout, training) in [(Float(0), true), (Float(0.3), false), (Float(0.3), true)] {
+            var outputs: [[Float]] = [], gradients: [[Float]] = []
+            for handed in [false, true] {
+                let adapter = makeAdapter(dropout: dropout, seed: 7)
+                let out = Tensor(shape: [rows, outF])
+                GEMM.linear(out: out.data, input: x.data, weight: adapter.baseWeight!.f32Tensor.data, rows: rows,
+                            inFeatures: inF, outFeatures: outF)
+                // a wrong W x where the adapter must not read it: the assertion below catches a read
+                let handedBase = handed && dropout > 0 && training ? Tensor(shape: [rows, outF], values: .init(repeating: 9, count: rows * outF)) : out
+                if handed {
+                    adapter.forward(out: out.data, input: x.data, rows: rows, training: training,
+                                    base: handedBase === out ? UnsafePointer(out.data) : UnsafePointer(handedBase.data))
+                } else {
+                    adapter.forward(out: out.data, input: x.data, rows: rows, training: training)
+                }
+                let dInput = Tensor(shape: [rows, inF])
+                adapter.backward(dInput: dInput.data, dOut: g.data, input: x.data, rows: rows)
+                outputs.append(out.array)
+                gradients.append(dInput.array + adapter.aGradient.array + adapter.bGradient.array + adapter.magnitudeGradient!.array)
+            }
+            XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[1].map(\.bitPattern), "output, dropout \(dropout) training \(training)")
+            XCTAssertEqual(gradients[0].map(\.bitPattern), gradients[1].map(\.bitPattern), "gradients, dropout \(dropout) training \(training)")
+        }
+    }
+
     /// The adapted projection by loops in Double: W x + delta = m ⊙ (W + s·B·A) x / ‖W + s·B·A‖ (no dropout).
     func testForwardIsNormalisedProjection() {
         let adapter = makeAdapter(dropout: 0.3, seed: 3)
