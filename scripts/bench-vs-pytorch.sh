@@ -4,12 +4,14 @@
 #               lora runs twice: with the environment as it is, and with OPENBLAS_CORETYPE (and
 #               OPENBLAS_L2_SIZE) unset, i.e. OpenBLAS's native kernels for this CPU;
 #   generation — `lora bench --generate 128` vs llama.cpp (llama-cpp-python) on the M model exported as F32 GGUF
-#               by `lora merge --format gguf`, greedy, same prompt ids, 128 new tokens, end-of-sequence ignored.
+#               by `lora merge --format gguf`, greedy, same prompt ids, 128 new tokens, end-of-sequence ignored;
+#   with --dora, DoRA training instead: `lora bench --dora` vs the same reference script run with PEFT's
+#               use_dora=True (scripts/torch_peft_dora.py), the environment as it is, no generation.
 # Prints a Markdown table (medians over --repeats runs; each run of every tool back to back) and writes it, the raw
 # JSON lines and the exported model into --out (default $TMPDIR/lorakit-bench). Speed is never measured by the
 # test suite; this script is where it is measured.
 #
-# Usage: scripts/bench-vs-pytorch.sh [--repeats N] [--threads N] [--out DIR] [--no-build] [--skip-generation]
+# Usage: scripts/bench-vs-pytorch.sh [--repeats N] [--threads N] [--out DIR] [--no-build] [--skip-generation] [--dora]
 # Needs: a Python with torch, transformers, peft (and llama-cpp-python for generation): $PYTHON, default
 # /tmp/refenv/bin/python (see ../shared/bench/README.md). LORA=path/to/lora runs that binary instead of building.
 set -euo pipefail
@@ -20,6 +22,7 @@ threads=$(nproc)
 out=${TMPDIR:-/tmp}/lorakit-bench
 build=1
 generation=1
+dora=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --repeats) repeats=$2; shift 2 ;;
@@ -27,6 +30,7 @@ while [ $# -gt 0 ]; do
         --out) out=$2; shift 2 ;;
         --no-build) build=0; shift ;;
         --skip-generation) generation=0; shift ;;
+        --dora) dora=1; generation=0; shift ;;
         -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -66,6 +70,14 @@ record() {
 for i in $(seq 1 "$repeats"); do
     for config in S M; do
         echo "== round $i/$repeats, $config" >&2
+        if [ "$dora" = 1 ]; then
+            # shellcheck disable=SC2086
+            "$PYTHON" scripts/torch_peft_dora.py "$TORCH_BENCH" ${FLAGS[$config]} --threads "$threads" 2>/dev/null \
+                | record "$config" torch-dora
+            # shellcheck disable=SC2086
+            "$LORA" bench ${FLAGS[$config]} --threads "$threads" --dora | record "$config" lora-dora
+            continue
+        fi
         # shellcheck disable=SC2086
         "$PYTHON" "$TORCH_BENCH" ${FLAGS[$config]} --threads "$threads" 2>/dev/null | record "$config" torch
         # shellcheck disable=SC2086
@@ -135,6 +147,22 @@ for line in open("/proc/cpuinfo"):
     if line.startswith("model name"):
         cpu = line.split(":", 1)[1].strip(); break
 cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+if any(r["run"] == "lora-dora" for r in rows):
+    print(f"Measured {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {cpu}, {cores} cores, {threads} threads, "
+          f"median of {repeats} runs per cell; DoRA on both sides; torch {first('S', 'torch-dora', 'torch')}; lora's "
+          f"matrix kernel: {first('S', 'lora-dora', 'gemm')}; load average {load_start} at the start, {load_end} at "
+          f"the end.")
+    print()
+    print("| config | PyTorch+PEFT DoRA tok/s | lora --dora tok/s | ratio | trainable (both) | PyTorch peak RSS MiB | lora peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for config in ["S", "M"]:
+        torch, lora = pick(config, "torch-dora", "tokens_per_s"), pick(config, "lora-dora", "tokens_per_s")
+        if torch is None or lora is None:
+            continue
+        trainable = sorted({r["result"]["trainable"] for r in rows if r["config"] == config})
+        print(f"| {config} | {torch:.1f} | {lora:.1f} | {lora / torch:.2f}× | {'/'.join(map(str, trainable))} | "
+              f"{pick(config, 'torch-dora', 'peak_rss_mib'):.0f} | {pick(config, 'lora-dora', 'peak_rss_mib'):.0f} |")
+    sys.exit(0)
 print(f"Measured {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {cpu}, {cores} cores, {threads} threads, "
       f"median of {repeats} runs per cell; torch {first('S', 'torch', 'torch')}; "
       f"OpenBLAS core: environment as is = {first('S', 'lora-env', 'openblas_core')} "
