@@ -20,6 +20,8 @@ public final class LlamaModel {
     public var weightGradients: LlamaWeights?
 
     private var activations: Activations?
+    /// dOut ⊙ c for a frozen product that folds in a DoRA adapter's term (`frozenBackwardInput`); grown on first use.
+    private var foldScratch = Tensor(shape: [0])
 
     public init(weights: LlamaWeights) {
         self.weights = weights
@@ -227,10 +229,37 @@ public final class LlamaModel {
         return (sum, count)
     }
 
+    /// `folded`: the frozen product of this projection took the first delta's term through W (`frozenBackwardInput`).
     private func deltasBackward(_ layer: Int, _ p: Projection, dInput: UnsafeMutablePointer<Float>,
-                                dOut: UnsafePointer<Float>, input: UnsafePointer<Float>, rows: Int) {
+                                dOut: UnsafePointer<Float>, input: UnsafePointer<Float>, rows: Int, folded: Bool) {
         guard let list = deltas[layer][p] else { return }
-        for d in list { d.backward(dInput: dInput, dOut: dOut, input: input, rows: rows) }
+        for (i, d) in list.enumerated() {
+            d.backward(dInput: dInput, dOut: dOut, input: input, rows: rows, frozenTermFolded: folded && i == 0)
+        }
+    }
+
+    /// dInput (+)= dOut · W of projection `p` of block `layer`. Where its first delta offers a factor c
+    /// (`frozenGradientFactor`: DoRA without dropout) the product is (dOut ⊙ c) · W, which also stands for that
+    /// delta's own term through W; returns whether it did, for `deltasBackward`.
+    private func frozenBackwardInput(_ layer: Int, _ p: Projection, dInput: UnsafeMutablePointer<Float>,
+                                     dOut: UnsafePointer<Float>, rows: Int, accumulate: Bool) -> Bool {
+        let f = p.features(dims), frozen = weights.layers[layer].frozen(p)
+        guard let c = deltas[layer][p]?.first?.frozenGradientFactor else {
+            frozen.linearBackwardInput(dInput: dInput, dOut: dOut, rows: rows, inFeatures: f.inFeatures,
+                                       outFeatures: f.outFeatures, accumulate: accumulate)
+            return false
+        }
+        let count = rows * f.outFeatures
+        if foldScratch.count < count { foldScratch = Tensor(shape: [count]) }
+        let scaled = foldScratch.data, outF = f.outFeatures
+        parallelFor(rows, minChunk: 16) { range in
+            for row in range {
+                for o in 0..<outF { scaled[row * outF + o] = dOut[row * outF + o] * c[o] }
+            }
+        }
+        frozen.linearBackwardInput(dInput: dInput, dOut: scaled, rows: rows, inFeatures: f.inFeatures,
+                                   outFeatures: f.outFeatures, accumulate: accumulate)
+        return true
     }
 
     private func hasDeltas(_ layer: Int, _ projections: [Projection]) -> Bool {
@@ -248,12 +277,11 @@ public final class LlamaModel {
         let w = weights.layers[l], s = a.layer(l), d = dims, n = a.rows
         let dRes = g.dResidual.data
         // out = middle + hidden Wdᵀ: dHidden = dOut Wd
-        w.frozen(.down).linearBackwardInput(dInput: g.dHidden.data, dOut: dRes, rows: n,
-                                            inFeatures: d.ffnDim, outFeatures: d.dim, accumulate: false)
+        let downFolded = frozenBackwardInput(l, .down, dInput: g.dHidden.data, dOut: dRes, rows: n, accumulate: false)
         if grads != nil || hasDeltas(l, [.down]) {
             // hidden = silu(gate)·up, rebuilt: the input of down's adapter and weight gradient
             SwiGLU.forward(out: a.hidden.data, gate: s.gate.data, up: s.up.data, count: n * d.ffnDim)
-            deltasBackward(l, .down, dInput: g.dHidden.data, dOut: dRes, input: a.hidden.data, rows: n)
+            deltasBackward(l, .down, dInput: g.dHidden.data, dOut: dRes, input: a.hidden.data, rows: n, folded: downFolded)
             if let grads {
                 GEMM.linearBackwardWeight(dWeight: grads.down.data, dOut: dRes, input: a.hidden.data, rows: n,
                                           inFeatures: d.ffnDim, outFeatures: d.dim)
@@ -263,16 +291,17 @@ public final class LlamaModel {
         SwiGLU.backward(dGate: g.dGate.data, dUp: g.dUp.data, dOut: g.dHidden.data, gate: s.gate.data,
                         up: s.up.data, count: n * d.ffnDim)
         // gate, up = hn Wᵀ: dHn = dGate Wg + dUp Wu
-        w.frozen(.gate).linearBackwardInput(dInput: g.dNormed.data, dOut: g.dGate.data, rows: n,
-                                            inFeatures: d.dim, outFeatures: d.ffnDim, accumulate: false)
-        w.frozen(.up).linearBackwardInput(dInput: g.dNormed.data, dOut: g.dUp.data, rows: n,
-                                          inFeatures: d.dim, outFeatures: d.ffnDim, accumulate: true)
+        let gateFolded = frozenBackwardInput(l, .gate, dInput: g.dNormed.data, dOut: g.dGate.data, rows: n,
+                                             accumulate: false)
+        let upFolded = frozenBackwardInput(l, .up, dInput: g.dNormed.data, dOut: g.dUp.data, rows: n, accumulate: true)
         if grads != nil || hasDeltas(l, [.gate, .up]) {
             // hn = RMSNorm(middle), rebuilt
             RMSNorm.forward(out: a.normed.data, rstd: s.ffnRstd.data, input: s.middle.data,
                             weight: w.ffnNorm.data, rows: n, dim: d.dim, eps: d.normEps)
-            deltasBackward(l, .gate, dInput: g.dNormed.data, dOut: g.dGate.data, input: a.normed.data, rows: n)
-            deltasBackward(l, .up, dInput: g.dNormed.data, dOut: g.dUp.data, input: a.normed.data, rows: n)
+            deltasBackward(l, .gate, dInput: g.dNormed.data, dOut: g.dGate.data, input: a.normed.data, rows: n,
+                           folded: gateFolded)
+            deltasBackward(l, .up, dInput: g.dNormed.data, dOut: g.dUp.data, input: a.normed.data, rows: n,
+                           folded: upFolded)
             if let grads {
                 GEMM.linearBackwardWeight(dWeight: grads.gate.data, dOut: g.dGate.data, input: a.normed.data,
                                           rows: n, inFeatures: d.dim, outFeatures: d.ffnDim)
@@ -284,9 +313,8 @@ public final class LlamaModel {
         RMSNorm.backward(dInput: dRes, dWeight: grads?.ffnNorm.data, dOut: g.dNormed.data, input: s.middle.data,
                          weight: w.ffnNorm.data, rstd: s.ffnRstd.data, rows: n, dim: d.dim)
         // middle = x + att Woᵀ: dAtt = dMiddle Wo
-        w.frozen(.o).linearBackwardInput(dInput: g.dAttention.data, dOut: dRes, rows: n,
-                                         inFeatures: d.qDim, outFeatures: d.dim, accumulate: false)
-        deltasBackward(l, .o, dInput: g.dAttention.data, dOut: dRes, input: s.attention.data, rows: n)
+        let oFolded = frozenBackwardInput(l, .o, dInput: g.dAttention.data, dOut: dRes, rows: n, accumulate: false)
+        deltasBackward(l, .o, dInput: g.dAttention.data, dOut: dRes, input: s.attention.data, rows: n, folded: oFolded)
         if let grads {
             GEMM.linearBackwardWeight(dWeight: grads.o.data, dOut: dRes, input: s.attention.data, rows: n,
                                       inFeatures: d.qDim, outFeatures: d.dim)
@@ -300,21 +328,21 @@ public final class LlamaModel {
         RoPE.backward(dx: g.dK.data, positions: positions, rows: n, heads: d.kvHeads, headDim: d.headDim, table: rope)
         // q, k, v = xn Wᵀ: dXn = dQ Wq + dK Wk + dV Wv
         let qkv: [(Projection, Tensor)] = [(.q, g.dQ), (.k, g.dK), (.v, g.dV)]
+        var qkvFolded = [false, false, false]
         if needInputGradient {
             for (i, (p, dOut)) in qkv.enumerated() {
-                let f = p.features(d)
-                w.frozen(p).linearBackwardInput(dInput: g.dNormed.data, dOut: dOut.data, rows: n,
-                                                inFeatures: f.inFeatures, outFeatures: f.outFeatures,
-                                                accumulate: i > 0)
+                qkvFolded[i] = frozenBackwardInput(l, p, dInput: g.dNormed.data, dOut: dOut.data, rows: n,
+                                                   accumulate: i > 0)
             }
         }
         if grads != nil || hasDeltas(l, [.q, .k, .v]) {
             // xn = RMSNorm(x), rebuilt
             RMSNorm.forward(out: a.normed.data, rstd: s.attentionRstd.data, input: s.input.data,
                             weight: w.attentionNorm.data, rows: n, dim: d.dim, eps: d.normEps)
-            for (p, dOut) in qkv {
+            for (i, (p, dOut)) in qkv.enumerated() {
                 // without needInputGradient dNormed is a sink: what the adapters add to it is not used
-                deltasBackward(l, p, dInput: g.dNormed.data, dOut: dOut.data, input: a.normed.data, rows: n)
+                deltasBackward(l, p, dInput: g.dNormed.data, dOut: dOut.data, input: a.normed.data, rows: n,
+                               folded: qkvFolded[i])
                 if let grads {
                     let f = p.features(d)
                     GEMM.linearBackwardWeight(dWeight: grads.projection(p).data, dOut: dOut.data,

@@ -56,6 +56,11 @@ public protocol ProjectionDelta: AnyObject {
     func forward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, rows: Int, training: Bool,
                  base: UnsafePointer<Float>?)
 
+    var frozenGradientFactor: UnsafePointer<Float>? { get }
+
+    func backward(dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
+                  rows: Int, frozenTermFolded: Bool)
+
     /// dInput[rows, inF] += ∂L/∂input through the delta; parameter gradients accumulate inside the delta.
     /// Called after `forward` on the same input, before the next `forward`.
     func backward(dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
@@ -63,6 +68,19 @@ public protocol ProjectionDelta: AnyObject {
 }
 
 extension ProjectionDelta {
+    /// A per-output factor c with which the frozen projection's input gradient (dOut ⊙ c)·W stands for dOut·W plus
+    /// this delta's own term through W, so that one product does both (DoRA without dropout, as PEFT's autograd sums
+    /// them). nil (the default): the delta has no such term. Valid after `forward`, until the next one.
+    public var frozenGradientFactor: UnsafePointer<Float>? { nil }
+
+    /// `backward`, told whether the caller's frozen product used `frozenGradientFactor` (the delta then leaves its
+    /// own term through W out).
+    public func backward(dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
+                         rows: Int, frozenTermFolded: Bool) {
+        precondition(!frozenTermFolded, "a delta without a frozen gradient factor cannot have its term folded")
+        backward(dInput: dInput, dOut: dOut, input: input, rows: rows)
+    }
+
     /// A delta that does not use W x ignores it.
     public func forward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, rows: Int, training: Bool,
                         base: UnsafePointer<Float>?) {

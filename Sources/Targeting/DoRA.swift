@@ -149,8 +149,9 @@ extension LoRALinear {
     ///   dm[o]  += Σₙ g[n,o] · combined[n,o] / ‖V‖[o]
     ///   dB     += s · (g ⊙ c)ᵀ h,   dh = s · (g ⊙ c) B,   dA += dhᵀ xd
     ///   dxd     = (g ⊙ (c − 1)) W + dh A,   dInput += dropout mask ⊙ dxd / (1 − p)
+    /// With `frozenTermFolded` (no dropout) the caller's frozen product was (g ⊙ c) W, which holds the first term.
     func doraBackward(_ dora: DoRABuffers, dInput: UnsafeMutablePointer<Float>, dOut g: UnsafePointer<Float>,
-                      input: UnsafePointer<Float>, rows: Int) {
+                      input: UnsafePointer<Float>, rows: Int, frozenTermFolded: Bool) {
         let w = boundBase(), s = effectiveScale, outF = outFeatures, inF = inFeatures
         let c = UnsafePointer(dora.factor.data)
         if trainable, let dm = magnitudeGradient?.data {
@@ -179,26 +180,23 @@ extension LoRALinear {
         // dh (N, r) = s · gc (N, out) · B (out, r)
         GEMM.sgemm(transA: false, transB: false, m: rows, n: rank, k: outF, alpha: s,
                    a: scaled, lda: outF, b: b.data, ldb: rank, beta: 0, c: dH.data, ldc: rank)
-        // gb = g ⊙ (c − 1), (N, out): the gradient through the base term, reusing gc's slot
-        parallelFor(rows, minChunk: 16) { range in
-            for row in range {
-                let offset = row * outF
-                for o in 0..<outF { scaled[offset + o] = g[offset + o] * (c[o] - 1) }
-            }
-        }
         guard lastUsedDropout else {
             if trainable {
                 // h = x Aᵀ  =>  dA (r, in) += dhᵀ (r, N) · x (N, in)
                 GEMM.linearBackwardWeight(dWeight: aGradient.data, dOut: dH.data, input: input, rows: rows,
                                           inFeatures: inF, outFeatures: rank)
             }
-            // dx (N, in) += gb W + dh A
-            w.linearBackwardInput(dInput: dInput, dOut: scaled, rows: rows, inFeatures: inF, outFeatures: outF,
-                                  accumulate: true)
+            // dx (N, in) += gb W + dh A, gb = g ⊙ (c − 1) (reusing gc's slot) — unless the caller's (g ⊙ c) W had it
+            if !frozenTermFolded {
+                baseTermGradient(g, c: c, into: scaled, rows: rows)
+                w.linearBackwardInput(dInput: dInput, dOut: scaled, rows: rows, inFeatures: inF, outFeatures: outF,
+                                      accumulate: true)
+            }
             GEMM.linearBackwardInput(dInput: dInput, dOut: dH.data, weight: a.data, rows: rows,
                                      inFeatures: inF, outFeatures: rank, accumulate: true)
             return
         }
+        baseTermGradient(g, c: c, into: scaled, rows: rows)
         let panel = scratch.reserve(rows * inF)
         if trainable {
             // h = xd Aᵀ  =>  dA += dhᵀ · xd, the dropped-out input rebuilt from the mask
@@ -215,6 +213,18 @@ extension LoRALinear {
         keepMask.withUnsafeBufferPointer { m in
             parallelFor(rows, minChunk: 64) { range in
                 for i in range.lowerBound * inF..<range.upperBound * inF where m[i] != 0 { dInput[i] += panel[i] * kept }
+            }
+        }
+    }
+
+    /// gb = g ⊙ (c − 1), (N, out): the gradient reaching the base term (c − 1) ⊙ (xd Wᵀ).
+    private func baseTermGradient(_ g: UnsafePointer<Float>, c: UnsafePointer<Float>, into gb: UnsafeMutablePointer<Float>,
+                                  rows: Int) {
+        let outF = outFeatures
+        parallelFor(rows, minChunk: 16) { range in
+            for row in range {
+                let offset = row * outF
+                for o in 0..<outF { gb[offset + o] = g[offset + o] * (c[o] - 1) }
             }
         }
     }

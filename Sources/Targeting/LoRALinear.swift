@@ -154,9 +154,24 @@ public final class LoRALinear: ProjectionDelta {
     /// dInput += mask ⊙ (dh A) / (1−p). Accumulates into the gradients and `dInput`.
     public func backward(dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
                          rows: Int) {
+        backward(dInput: dInput, dOut: dOut, input: input, rows: rows, frozenTermFolded: false)
+    }
+
+    /// DoRA's c = m / ‖W + s·B·A‖ of the last forward when it ran without dropout: its term through W,
+    /// (dOut ⊙ (c − 1))·W, then joins the frozen product as (dOut ⊙ c)·W. nil for plain LoRA and with dropout (the
+    /// term goes through the dropout mask there).
+    public var frozenGradientFactor: UnsafePointer<Float>? {
+        guard let dora, !lastUsedDropout else { return nil }
+        return UnsafePointer(dora.factor.data)
+    }
+
+    /// `backward`; with `frozenTermFolded` DoRA leaves its term through W to the caller's frozen product.
+    public func backward(dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
+                         rows: Int, frozenTermFolded: Bool) {
         precondition(rows == lastRows, "LoRALinear.backward over \(rows) rows after a forward over \(lastRows)")
+        precondition(!frozenTermFolded || frozenGradientFactor != nil, "\(site.moduleName): nothing to fold")
         if let dora {
-            doraBackward(dora, dInput: dInput, dOut: dOut, input: input, rows: rows)
+            doraBackward(dora, dInput: dInput, dOut: dOut, input: input, rows: rows, frozenTermFolded: frozenTermFolded)
             return
         }
         let s = effectiveScale

@@ -172,6 +172,38 @@ final class DoRATests: XCTestCase {
         }
     }
 
+    /// Without dropout DoRA offers c for the frozen product: (g ⊙ c)·W plus its backward with the term folded equals
+    /// g·W plus its full backward (one product through W instead of two); with dropout it offers nothing.
+    func testFoldedFrozenTermGivesTheSameGradient() throws {
+        var rng = RandomGenerator(seed: 41)
+        let x = Tensor(shape: [rows, inF]), g = Tensor(shape: [rows, outF])
+        rng.fillNormal(x.data, count: x.count, std: 1)
+        rng.fillNormal(g.data, count: g.count, std: 1)
+        var results: [[Float]] = []
+        for folded in [false, true] {
+            let adapter = makeAdapter(dropout: 0, seed: 9)
+            let out = Tensor(shape: [rows, outF])
+            adapter.forward(out: out.data, input: x.data, rows: rows, training: true)
+            let c = try XCTUnwrap(adapter.frozenGradientFactor)
+            let w = adapter.baseWeight!.f32Tensor, dOut = g.clone()
+            if folded { for i in 0..<dOut.count { dOut[i] *= c[i % outF] } }
+            let dInput = Tensor(shape: [rows, inF])
+            GEMM.linearBackwardInput(dInput: dInput.data, dOut: dOut.data, weight: w.data, rows: rows, inFeatures: inF,
+                                     outFeatures: outF, accumulate: false)
+            adapter.backward(dInput: dInput.data, dOut: g.data, input: x.data, rows: rows, frozenTermFolded: folded)
+            results.append(dInput.array + adapter.aGradient.array + adapter.bGradient.array + adapter.magnitudeGradient!.array)
+        }
+        let worst = zip(results[0], results[1]).map { abs($0 - $1) / max(1, abs($0)) }.max() ?? 0
+        XCTAssertLessThan(worst, 1e-5)
+        XCTAssertGreaterThan(results[0].map(abs).max() ?? 0, 0.1)
+        let withDropout = makeAdapter(dropout: 0.3, seed: 9)
+        let out = Tensor(shape: [rows, outF])
+        withDropout.forward(out: out.data, input: x.data, rows: rows, training: true)
+        XCTAssertNil(withDropout.frozenGradientFactor)
+        withDropout.forward(out: out.data, input: x.data, rows: rows, training: false)
+        XCTAssertNotNil(withDropout.frozenGradientFactor)
+    }
+
     /// The adapted projection by loops in Double: W x + delta = m ⊙ (W + s·B·A) x / ‖W + s·B·A‖ (no dropout).
     func testForwardIsNormalisedProjection() {
         let adapter = makeAdapter(dropout: 0.3, seed: 3)
