@@ -334,6 +334,9 @@ public final class LlamaModel {
                 qkvFolded[i] = frozenBackwardInput(l, p, dInput: g.dNormed.data, dOut: dOut.data, rows: n,
                                                    accumulate: i > 0)
             }
+        } else {
+            // dNormed is a sink here: a delta's term through W (DoRA's) would only add to it, so it is left out
+            qkvFolded = qkv.map { p, _ in deltas[l][p]?.first?.frozenGradientFactor != nil }
         }
         if grads != nil || hasDeltas(l, [.q, .k, .v]) {
             // xn = RMSNorm(x), rebuilt
