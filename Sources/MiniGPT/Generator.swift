@@ -107,12 +107,8 @@ public final class Generator {
                                   rows: projection.0.features(model.dims).outFeatures)
     }
 
-    /// `outIsBase`: `out` holds exactly input · Wᵀ, which the first delta may read (as `LlamaModel.applyDeltas`).
     private func addDeltas(_ l: Int, _ p: Projection, out: Tensor, input: Tensor, rows: Int, outIsBase: Bool) {
-        for (i, delta) in (model.deltas[l][p] ?? []).enumerated() {
-            delta.forward(out: out.data, input: input.data, rows: rows, training: false,
-                          base: outIsBase && i == 0 ? UnsafePointer(out.data) : nil)
-        }
+        model.applyDeltas(l, p, out: out.data, input: input.data, rows: rows, training: false, outIsBase: outIsBase)
     }
 
     private func block(_ l: Int, rows n: Int, start: Int, positions: UnsafePointer<Int32>) {

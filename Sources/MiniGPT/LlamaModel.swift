@@ -77,7 +77,7 @@ public final class LlamaModel {
 
     /// Adds the deltas of projection `p` to `out`. `outIsBase`: `out` holds exactly input · Wᵀ (no residual), which
     /// the first delta may read instead of recomputing it.
-    private func applyDeltas(_ layer: Int, _ p: Projection, out: UnsafeMutablePointer<Float>,
+    func applyDeltas(_ layer: Int, _ p: Projection, out: UnsafeMutablePointer<Float>,
                              input: UnsafePointer<Float>, rows: Int, training: Bool, outIsBase: Bool = false) {
         guard let list = deltas[layer][p] else { return }
         for (i, d) in list.enumerated() {
@@ -251,13 +251,8 @@ public final class LlamaModel {
         }
         let count = rows * f.outFeatures
         if foldScratch.count < count { foldScratch = Tensor(shape: [count]) }
-        let scaled = foldScratch.data, outF = f.outFeatures
-        parallelFor(rows, minChunk: 16) { range in
-            for row in range {
-                for o in 0..<outF { scaled[row * outF + o] = dOut[row * outF + o] * c[o] }
-            }
-        }
-        frozen.linearBackwardInput(dInput: dInput, dOut: scaled, rows: rows, inFeatures: f.inFeatures,
+        Elementwise.scaleColumns(out: foldScratch.data, dOut, by: c, rows: rows, columns: f.outFeatures)
+        frozen.linearBackwardInput(dInput: dInput, dOut: foldScratch.data, rows: rows, inFeatures: f.inFeatures,
                                    outFeatures: f.outFeatures, accumulate: accumulate)
         return true
     }

@@ -166,12 +166,7 @@ extension LoRALinear {
         }
         // gc = g ⊙ c, (N, out): the gradient reaching the branch s · B A xd
         let scaled = scratch.reserve(rows * outF, slot: 1)
-        parallelFor(rows, minChunk: 16) { range in
-            for row in range {
-                let offset = row * outF
-                for o in 0..<outF { scaled[offset + o] = g[offset + o] * c[o] }
-            }
-        }
+        Elementwise.scaleColumns(out: scaled, g, by: c, rows: rows, columns: outF)
         if trainable {
             // lora = s · h Bᵀ  =>  dB (out, r) += s · gcᵀ (out, N) · h (N, r)
             GEMM.sgemm(transA: true, transB: false, m: outF, n: rank, k: rows, alpha: s,
@@ -188,7 +183,7 @@ extension LoRALinear {
             }
             // dx (N, in) += gb W + dh A, gb = g ⊙ (c − 1) (reusing gc's slot) — unless the caller's (g ⊙ c) W had it
             if !frozenTermFolded {
-                baseTermGradient(g, c: c, into: scaled, rows: rows)
+                Elementwise.scaleColumns(out: scaled, g, by: c, offset: -1, rows: rows, columns: outF)
                 w.linearBackwardInput(dInput: dInput, dOut: scaled, rows: rows, inFeatures: inF, outFeatures: outF,
                                       accumulate: true)
             }
@@ -196,7 +191,7 @@ extension LoRALinear {
                                      inFeatures: inF, outFeatures: rank, accumulate: true)
             return
         }
-        baseTermGradient(g, c: c, into: scaled, rows: rows)
+        Elementwise.scaleColumns(out: scaled, g, by: c, offset: -1, rows: rows, columns: outF)
         let panel = scratch.reserve(rows * inF)
         if trainable {
             // h = xd Aᵀ  =>  dA += dhᵀ · xd, the dropped-out input rebuilt from the mask
@@ -213,18 +208,6 @@ extension LoRALinear {
         keepMask.withUnsafeBufferPointer { m in
             parallelFor(rows, minChunk: 64) { range in
                 for i in range.lowerBound * inF..<range.upperBound * inF where m[i] != 0 { dInput[i] += panel[i] * kept }
-            }
-        }
-    }
-
-    /// gb = g ⊙ (c − 1), (N, out): the gradient reaching the base term (c − 1) ⊙ (xd Wᵀ).
-    private func baseTermGradient(_ g: UnsafePointer<Float>, c: UnsafePointer<Float>, into gb: UnsafeMutablePointer<Float>,
-                                  rows: Int) {
-        let outF = outFeatures
-        parallelFor(rows, minChunk: 16) { range in
-            for row in range {
-                let offset = row * outF
-                for o in 0..<outF { gb[offset + o] = g[offset + o] * (c[o] - 1) }
             }
         }
     }

@@ -24,6 +24,18 @@ public enum Elementwise {
         }
     }
 
+    /// x is (rows, columns), factors is (columns) -> out[r, c] = x[r, c] · (factors[c] + offset): each column
+    /// scaled by its own factor (DoRA's c = m / ‖W + s·B·A‖ per output, with offset −1 for c − 1).
+    public static func scaleColumns(out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                    by factors: UnsafePointer<Float>, offset: Float = 0, rows: Int, columns: Int) {
+        parallelFor(rows, minChunk: 16) { range in
+            for row in range {
+                let start = row * columns
+                for c in 0..<columns { out[start + c] = x[start + c] * (factors[c] + offset) }
+            }
+        }
+    }
+
     /// Σ x², for the global gradient norm. Serial and blocked: F32 lanes over 4,096 floats, blocks added in
     /// Double, so a sum over millions of parameters keeps its precision and does not depend on threads.
     public static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
