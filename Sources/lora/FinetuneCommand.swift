@@ -68,7 +68,14 @@ struct Finetune: ParsableCommand {
         let printer = TrainingPrinter(describeData: { train, validation, truncated, skipped in
             "data: \(train) training examples, \(validation) validation; \(truncated) truncated, \(skipped) skipped (--max-seq-len \(tuner.options.maxSeqLen))"
         }, parameterNoun: "adapter parameters")
-        let summary = try tuner.run(printer.handle)
+        Interruption.install()
+        let summary: TrainingSummary
+        do {
+            summary = try tuner.run(printer.handle, stopRequested: { Interruption.isRequested })
+        } catch let stop as TrainingInterrupted {
+            throw Interruption.exit(Interruption.describe(stop, saved: " (its adapter files load as a PEFT adapter as they are)"),
+                                    resume: "lora finetune --resume \(stop.runDirectory)")
+        }
         print(TrainingPrinter.summary(summary, what: "adapter", validationLabel: "best validation loss"))
         if let set = tuner.adapters as? AdaLoRASet {
             // What a LoRA run at the same final budget needs: --rank target_r on the same targets.

@@ -70,7 +70,13 @@ struct Pretrain: ParsableCommand {
         let printer = TrainingPrinter(describeData: { train, validation, _, _ in
             "corpus: \(train) training tokens, \(validation) held out"
         }, parameterNoun: "parameters")
-        let summary = try trainer.run(printer.handle)
+        Interruption.install()
+        let summary: TrainingSummary
+        do {
+            summary = try trainer.run(printer.handle, stopRequested: { Interruption.isRequested })
+        } catch let stop as TrainingInterrupted {
+            throw Interruption.exit(Interruption.describe(stop), resume: "lora pretrain --resume \(stop.runDirectory)")
+        }
         print(TrainingPrinter.summary(summary, what: "model", validationLabel: "best validation loss"))
     }
 }

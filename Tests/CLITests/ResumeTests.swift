@@ -8,13 +8,42 @@ import Glibc
 /// A `lora` process started in the background, to be killed at a chosen moment.
 final class LoraBackgroundRun {
     let process = Process()
+    /// Where its standard error goes, when asked for.
+    let stderrPath: String?
 
-    init(_ arguments: [String]) throws {
+    init(_ arguments: [String], keepStderr: Bool = false) throws {
         process.executableURL = Lora.executable
         process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        if keepStderr {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("lora-bg-\(UUID().uuidString).err").path
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
+            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+            stderrPath = path
+        } else {
+            process.standardError = FileHandle.nullDevice
+            stderrPath = nil
+        }
         try process.run()
+    }
+
+    deinit {
+        if let stderrPath { try? FileManager.default.removeItem(atPath: stderrPath) }
+    }
+
+    /// Sends `number` (SIGINT as Ctrl-C does, SIGTERM as `kill` and service managers do).
+    func signal(_ number: Int32) {
+        Glibc.kill(process.processIdentifier, number)
+    }
+
+    /// What it has printed on standard error so far (with `keepStderr`).
+    var stderrText: String { stderrPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } ?? "" }
+
+    /// Waits for the process to end.
+    func finish() -> LoraRun {
+        process.waitUntilExit()
+        return LoraRun(status: process.terminationStatus, stdout: "", stderr: stderrText,
+                       crashed: process.terminationReason == .uncaughtSignal)
     }
 
     /// Polls `condition` every few milliseconds; true once it holds, false if the process ended first.
@@ -150,6 +179,93 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(finished.status, 0, finished.stderr)
         try assertSameRun(out, as: reference)
         XCTAssertEqual(checkpoints(out), ["checkpoint-8", "checkpoint-9"])
+    }
+
+    /// Ctrl-C and SIGTERM: the run finishes its step, saves it (there are no periodic checkpoints here), says how
+    /// to continue and exits with 128 + the signal; a second Ctrl-C ends it at once. Resumed after each, the run
+    /// ends with the uninterrupted run's bits.
+    func testCtrlCAndSIGTERMSaveTheStepAndResumeBitForBit() throws {
+        let reference = try referenceRun()
+        let out = directory + "/signalled"
+        var arguments = self.arguments(out: out)
+        if let i = arguments.firstIndex(of: "--save-every") { arguments[i + 1] = "0" }
+        let resumeArguments = ["finetune", "--resume", out, "--threads", "1"]
+
+        for (number, afterSteps) in [(SIGINT, 2), (SIGTERM, 5)] {
+            let run = try LoraBackgroundRun(arguments, keepStderr: true)
+            XCTAssertTrue(run.wait(until: { self.metricsLines(out).count >= afterSteps }), "the run ended first")
+            run.signal(number)
+            let result = run.finish()
+            XCTAssertFalse(result.crashed, "signal \(number) killed the run instead of stopping it: \(result.stderr)")
+            XCTAssertEqual(result.status, 128 + number, result.stderr)
+            let step = metricsLines(out).count
+            XCTAssertTrue(result.stderr.contains("interrupted after step \(step) of \(totalSteps): saved \(out)/checkpoint-\(step)"),
+                          result.stderr)
+            XCTAssertTrue(result.stderr.contains("continue with: lora finetune --resume \(out)"), result.stderr)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/checkpoint-\(step)/trainer_state.json"))
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/adapter_model.safetensors"))
+            arguments = resumeArguments
+        }
+
+        // A second Ctrl-C, once the first has been taken, is not caught: the process dies of it. (Should the run
+        // save and exit between the two signals — a step here takes milliseconds — the attempt is repeated.)
+        var diedOfSecondSignal = false
+        for _ in 0..<5 where !diedOfSecondSignal {
+            let impatient = try LoraBackgroundRun(resumeArguments, keepStderr: true)
+            let before = metricsLines(out).count
+            XCTAssertTrue(impatient.wait(until: { self.metricsLines(out).count > before }), "the run ended first")
+            impatient.signal(SIGINT)
+            _ = impatient.wait(until: { impatient.stderrText.contains("lora: stopping after this step") })
+            impatient.signal(SIGINT)
+            let result = impatient.finish()
+            if result.crashed {
+                XCTAssertEqual(result.status, SIGINT, result.stderr)
+                diedOfSecondSignal = true
+            } else {
+                XCTAssertEqual(result.status, 128 + SIGINT, result.stderr)
+            }
+        }
+        XCTAssertTrue(diedOfSecondSignal, "a second Ctrl-C never ended the process")
+
+        let finished = try resume(out)
+        XCTAssertEqual(finished.status, 0, finished.stderr)
+        try assertSameRun(out, as: reference)
+    }
+
+    /// `lora ablate` stopped with Ctrl-C in its second run keeps the finished run and the stopped one's step;
+    /// `--resume DIR` continues it to the results of the ablation never interrupted.
+    func testAblationStoppedWithCtrlCResumesToTheSameResults() throws {
+        func arguments(_ out: String) -> [String] {
+            ["ablate", "--base", gqa, "--data", data, "--template", template, "--out", out, "--targets", "q", "v", "o", "--ranks", "4",
+             "--steps", "4", "--batch-size", "2", "--val-fraction", "0.25", "--eval-limit", "2", "--seed", "7", "--threads", "1"]
+        }
+        let reference = directory + "/ablation-reference"
+        let whole = try Lora.run(arguments(reference))
+        XCTAssertEqual(whole.status, 0, whole.stderr)
+
+        let out = directory + "/ablation"
+        let run = try LoraBackgroundRun(arguments(out), keepStderr: true)
+        let secondRun = out + "/runs/v-r4-s7/metrics.jsonl"
+        XCTAssertTrue(run.wait(until: { FileManager.default.fileExists(atPath: secondRun) }), "the ablation ended first")
+        run.signal(SIGINT)
+        let stopped = run.finish()
+        XCTAssertEqual(stopped.status, 128 + SIGINT, stopped.stderr)
+        XCTAssertTrue(stopped.stderr.contains("of 3 runs finished (\(out)/results.csv)"), stopped.stderr)
+        XCTAssertTrue(stopped.stderr.contains("continue with: lora ablate --resume \(out)"), stopped.stderr)
+
+        // Started again as new, it refuses and points at --resume; --resume of what is no ablation is named.
+        assertCleanFailure(try Lora.run(arguments(out)), mentions: "--resume \(out)")
+        assertCleanFailure(try Lora.run(["ablate", "--resume", directory]), mentions: "ablation.json")
+
+        let resumed = try Lora.run(["ablate", "--resume", out, "--threads", "1"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        // Every column but the speed and memory of the runs.
+        func results(_ dir: String) throws -> [String] {
+            try String(contentsOfFile: dir + "/results.csv", encoding: .utf8).split(separator: "\n")
+                .map { $0.split(separator: ",").prefix(7).joined(separator: ",") }
+        }
+        XCTAssertEqual(try results(out), try results(reference))
+        XCTAssertEqual(try results(out).count, 4)
     }
 
     func testKillsAfterTheFinalCheckpointAndWhilePruningLoseNothing() throws {

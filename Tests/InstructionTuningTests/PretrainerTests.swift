@@ -61,6 +61,33 @@ final class PretrainerTests: XCTestCase {
         }
     }
 
+    /// A stop asked for between steps (Ctrl-C in the CLI) saves the step it is at; resuming in place ends with the
+    /// bits of the uninterrupted run.
+    func testStoppedRunSavesItsStepAndResumesBitForBit() throws {
+        Threads.set(2)
+        let dir = try temporaryDirectory()
+        var o = try options(dir, out: dir + "/a")
+        o.steps = 9
+        _ = try Pretrainer(options: o).run()
+        var stopped = o
+        stopped.out = dir + "/b"
+        var asked = 0
+        XCTAssertThrowsError(try Pretrainer(options: stopped).run(stopRequested: { asked += 1; return asked > 7 })) { error in
+            guard let stop = error as? TrainingInterrupted else { return XCTFail("\(error)") }
+            XCTAssertEqual(stop.step, 7)
+            XCTAssertEqual(stop.checkpoint, stopped.out + "/checkpoint-7")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stopped.out + "/model.safetensors"))
+        let (saved, path) = try Pretrainer.latestCheckpoint(in: stopped.out)
+        XCTAssertEqual(path, stopped.out + "/checkpoint-7")
+        _ = try Pretrainer(options: saved, resumeFrom: path).run()
+        let a = try SafeTensorsFile(path: o.out + "/model.safetensors")
+        let b = try SafeTensorsFile(path: stopped.out + "/model.safetensors")
+        for name in a.names {
+            XCTAssertEqual(try a.tensor(name).array.map(\.bitPattern), try b.tensor(name).array.map(\.bitPattern), name)
+        }
+    }
+
     /// A run killed before its first checkpoint has its run_options.json: --resume restarts it in place from step 0
     /// and ends with the bits of an uninterrupted run.
     func testRunStoppedBeforeItsFirstCheckpointRestartsInPlace() throws {

@@ -31,6 +31,9 @@ public struct AblationRunner {
     public let out: String
     /// Exact match is measured on at most this many validation records (greedy generation is the slow part).
     public var evalLimit: Int = 100
+    /// Set when this runner continues an ablation in `out` (`resume(directory:)`): finished runs are read back,
+    /// an interrupted one continues from its checkpoint.
+    private var continuing = false
 
     public init(plan: AblationPlan, training: FineTuneOptions, seeds: Int, out: String) throws {
         guard seeds >= 1 else { throw LoRAKitError("--seeds must be at least 1, got \(seeds)") }
@@ -43,6 +46,28 @@ public struct AblationRunner {
         self.out = out
     }
 
+    /// Continues the ablation in `directory` with the plan and options it was started with.
+    public static func resume(directory: String) throws -> AblationRunner {
+        var path = directory
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        let state = try AblationState.read(from: path)
+        var runner = try AblationRunner(plan: state.plan, training: state.training, seeds: state.seeds, out: path)
+        runner.evalLimit = state.evalLimit
+        runner.continuing = true
+        return runner
+    }
+
+    /// An ablation stopped between two runs or inside one (Ctrl-C, SIGTERM), with everything finished kept:
+    /// `resume(directory:)` continues it.
+    public struct Interrupted: Error, Sendable {
+        /// Runs finished, of all the ablation's runs.
+        public var finished: Int
+        public var total: Int
+        /// The run that was stopped mid-training, with where it saved; nil when the stop came between runs.
+        public var run: TrainingInterrupted?
+        public var directory: String
+    }
+
     public enum Event {
         case starting(index: Int, total: Int, entry: AblationPlan.Entry, seed: UInt64)
         case training(TrainingEvent)
@@ -50,9 +75,18 @@ public struct AblationRunner {
     }
 
     /// Trains and evaluates every (entry, seed); writes results.csv as rows finish, then results.md and plot.svg.
-    public func run(_ onEvent: (Event) -> Void = { _ in }) throws -> [AblationResult] {
-        try FileManager.default.createDirectory(atPath: out + "/runs", withIntermediateDirectories: true)
-        let base = try fixedSplit()
+    /// `stopRequested` is asked between runs and before every training step; once it says yes the ablation stops
+    /// with `Interrupted`, the stopped run saved at its step.
+    public func run(_ onEvent: (Event) -> Void = { _ in },
+                    stopRequested: () -> Bool = { false }) throws -> [AblationResult] {
+        let base: FineTuneOptions
+        if continuing {
+            base = training
+        } else {
+            try FileManager.default.createDirectory(atPath: out + "/runs", withIntermediateDirectories: true)
+            base = try fixedSplit()
+            try AblationState(runner: self, training: base).write(to: out)
+        }
         var results: [AblationResult] = []
         let total = plan.entries.count * seeds
         var index = 0
@@ -68,8 +102,24 @@ public struct AblationRunner {
                 options.initAdapter = nil
                 options.overwrite = true
                 options.out = out + "/runs/\(entry.name.replacingOccurrences(of: ",", with: "+"))-r\(entry.rank)-s\(seed)"
-                let tuner = try FineTuner(options: options)
-                let summary = try tuner.run { onEvent(.training($0)) }
+                if continuing, let finished = AblationState.finishedResult(in: options.out) {
+                    results.append(finished)
+                    onEvent(.finished(finished))
+                    continue
+                }
+                if stopRequested() {
+                    throw Interrupted(finished: results.count, total: total, run: nil, directory: out)
+                }
+                // A run of a continued ablation that had started goes on from its checkpoint (or its start).
+                let started = continuing && FileManager.default.fileExists(atPath: options.out + "/" + TrainerCheckpoint.runFileName)
+                let checkpoint = started ? try TrainerCheckpoint.latest(in: options.out) : nil
+                let tuner = try FineTuner(options: checkpoint?.options ?? options, resume: checkpoint)
+                let summary: TrainingSummary
+                do {
+                    summary = try tuner.run({ onEvent(.training($0)) }, stopRequested: stopRequested)
+                } catch let stop as TrainingInterrupted {
+                    throw Interrupted(finished: results.count, total: total, run: stop, directory: out)
+                }
                 var evaluator = Evaluator(model: tuner.model, tokenizer: tuner.tokenizer,
                                           template: try PromptTemplate.named(options.template))
                 evaluator.maxSeqLen = options.maxSeqLen
@@ -80,6 +130,7 @@ public struct AblationRunner {
                                             trainLoss: summary.finalLoss, valLoss: try tuner.validationLoss(),
                                             exactMatch: report.exactMatch, tokensPerSecond: summary.tokensPerSecond,
                                             peakRSSMiB: summary.peakRSSMiB)
+                try AblationState.writeResult(result, in: options.out)
                 results.append(result)
                 try AblationReport.writeCSV(results, to: out + "/results.csv")
                 onEvent(.finished(result))

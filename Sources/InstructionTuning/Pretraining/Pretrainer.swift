@@ -79,8 +79,11 @@ public final class Pretrainer {
         return Float(floor + (peak - floor) * 0.5 * (1 + cos(Double.pi * progress)))
     }
 
-    /// Trains to `steps`, writing checkpoints, `metrics.jsonl` and finally the model directory.
-    public func run(_ onEvent: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
+    /// Trains to `steps`, writing checkpoints, `metrics.jsonl` and finally the model directory. Once
+    /// `stopRequested` says yes (asked before every step) the run saves a checkpoint of where it is and throws
+    /// `TrainingInterrupted`.
+    public func run(_ onEvent: (TrainingEvent) -> Void = { _ in },
+                    stopRequested: () -> Bool = { false }) throws -> TrainingSummary {
         let out = options.out
         let resuming = state.step > 0
         try prepareOutput(continuing: continuingRun)
@@ -90,6 +93,22 @@ public final class Pretrainer {
         let started = Date(), elapsedBefore = state.elapsed
         var lastLoss = Double.nan
         while state.step < options.steps {
+            if stopRequested() {
+                var checkpoint: String?
+                if state.step > 0 {
+                    // A checkpoint of this step exists when the run was saved or resumed here.
+                    let existing = out + "/checkpoint-\(state.step)"
+                    if FileManager.default.fileExists(atPath: existing + "/pretrain_state.json") {
+                        checkpoint = existing
+                    } else {
+                        let path = try saveCheckpoint()
+                        onEvent(.checkpoint(step: state.step, path: path))
+                        checkpoint = path
+                    }
+                }
+                throw TrainingInterrupted(step: state.step, totalSteps: options.steps, checkpoint: checkpoint,
+                                          runDirectory: out)
+            }
             let stepStarted = Date()
             gradients.zero()
             let batch = corpus.trainingBatch(batch: options.batchSize, seqLen: options.seqLen, rng: &state.dataRNG)

@@ -138,7 +138,11 @@ public final class FineTuner {
     let dataFingerprint: String
 
     /// Trains to the end, writing checkpoints, `metrics.jsonl` and the final adapter into `options.out`.
-    public func run(_ onEvent: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
+    ///
+    /// `stopRequested` is asked before every step; once it says yes the run saves a checkpoint of where it is
+    /// (unless it has one already) and throws `TrainingInterrupted`, so that `--resume` continues it bit for bit.
+    public func run(_ onEvent: (TrainingEvent) -> Void = { _ in },
+                    stopRequested: () -> Bool = { false }) throws -> TrainingSummary {
         onEvent(.dataset(train: datasetCounts.train, validation: datasetCounts.validation,
                          truncated: datasetCounts.truncated, skipped: datasetCounts.skipped))
         let out = options.out
@@ -157,6 +161,7 @@ public final class FineTuner {
         let elapsedBefore = state.elapsed
         var lastLoss = Double.nan
         while state.step < totalSteps {
+            if stopRequested() { throw try interrupt(onEvent) }
             let stepStarted = Date()
             adapters.zeroGradients()
             // Micro-batches are built one at a time, twice (first to count the step's targets), so memory does
@@ -272,6 +277,23 @@ public final class FineTuner {
             warnings.append("the data files changed since the run started (\(options.data)): the resumed run continues on the new data, in a different order")
         }
         return warnings
+    }
+
+    /// Saves the state between two steps (unless a checkpoint of this step exists) and says how to go on.
+    private func interrupt(_ onEvent: (TrainingEvent) -> Void) throws -> TrainingInterrupted {
+        var checkpoint: String?
+        if state.step > 0 {
+            let existing = options.out + "/checkpoint-\(state.step)"
+            if TrainerCheckpoint.isComplete(existing) {
+                checkpoint = existing
+            } else {
+                let path = try saveCheckpoint()
+                onEvent(.checkpoint(step: state.step, path: path))
+                checkpoint = path
+            }
+        }
+        return TrainingInterrupted(step: state.step, totalSteps: totalSteps, checkpoint: checkpoint,
+                                   runDirectory: options.out)
     }
 
     /// Writes `checkpoint-STEP` atomically and removes all but the last `keep`.
