@@ -1,6 +1,6 @@
 import Tensors
 
-/// What one block's forward keeps for its backward. Shapes for N = B·T rows.
+/// What one block's forward keeps for its backward. Shapes for N rows (the capacity of the `Activations`).
 ///
 /// Only what is expensive to recompute is kept: the outputs of the projections and of attention. The normed
 /// inputs of the projections (one RMSNorm away from `input` and `middle`) and silu(gate)·up (one elementwise pass
@@ -12,19 +12,18 @@ final class LayerActivations {
     let q: Tensor               // (N, H·hd) after RoPE
     let k: Tensor               // (N, KVH·hd) after RoPE
     let v: Tensor               // (N, KVH·hd)
-    let logSumExp: Tensor       // (B, H, T) softmax denominators of attention, for its backward
+    let logSumExp: Tensor       // (N, H) softmax denominators of attention, for its backward
     let attention: Tensor       // (N, H·hd) attention output, input of o
     let middle: Tensor          // (N, D) residual after attention
     let ffnRstd: Tensor         // (N)
     let gate: Tensor            // (N, F)
     let up: Tensor              // (N, F)
 
-    init(_ d: ModelDimensions, batch: Int, seqLen: Int) {
-        let n = batch * seqLen
+    init(_ d: ModelDimensions, rows n: Int) {
         input = Tensor(shape: [n, d.dim])
         attentionRstd = Tensor(shape: [n])
         q = Tensor(shape: [n, d.qDim]); k = Tensor(shape: [n, d.kvDim]); v = Tensor(shape: [n, d.kvDim])
-        logSumExp = Tensor(shape: [batch, d.heads, seqLen])
+        logSumExp = Tensor(shape: [n, d.heads])
         attention = Tensor(shape: [n, d.qDim])
         middle = Tensor(shape: [n, d.dim])
         ffnRstd = Tensor(shape: [n])
@@ -32,7 +31,7 @@ final class LayerActivations {
     }
 }
 
-/// Gradient scratch, shared by all blocks (the backward runs one block at a time). Shapes for N = B·T rows.
+/// Gradient scratch, shared by all blocks (the backward runs one block at a time). Shapes for N rows.
 final class GradientBuffers {
     let dResidual: Tensor         // (N, D) dL/d(residual stream) at the current block boundary
     let dNormed: Tensor           // (N, D) dL/d(an RMSNorm's output)
@@ -47,49 +46,59 @@ final class GradientBuffers {
     }
 }
 
-/// Every buffer of one (B, T) shape, allocated once and reused by each step of that shape.
+/// Every buffer of a step, allocated for `capacity` rows and reused by every batch that fits.
 ///
 /// Blocks from `storedFrom` up keep their activations for the backward, one `LayerActivations` each; the blocks
 /// below (nothing to train there) and every block of a forward without backward run in one shared `scratch`,
-/// whose output overwrites its own input. Gradient buffers exist only once a backward has run.
+/// whose output overwrites its own input. Gradient buffers exist only once a backward has run. Each batch uses
+/// the first `rows` rows of every buffer (`prepare`): packed batches differ in rows from step to step.
 final class Activations {
-    let batch: Int
-    let seqLen: Int
-    let rows: Int
+    let capacity: Int
+    /// Rows of the current batch.
+    private(set) var rows = 0
     let storedFrom: Int
     let stored: [LayerActivations]    // blocks storedFrom..<L
     private var scratchLayer: LayerActivations?
     let output: Tensor                // (N, D) the last block's output, input of the final norm
-    let positions: [Int32]            // (N) position of each row inside its sequence
+    private(set) var positions: [Int32] = []  // (rows) position of each row inside its sequence
     let normed: Tensor                // (N, D) an RMSNorm's output, input of the projections
     let hidden: Tensor                // (N, F) silu(gate)·up, input of down
     let finalNormed: Tensor           // (N, D)
     let finalRstd: Tensor             // (N)
-    let logitChunk: Tensor            // (chunkRows, V) LM head output, a chunk of rows at a time
-    let chunkRows: Int
+    /// LM head output, a chunk of `chunkRows` rows at a time (grown when a batch needs larger chunks).
+    private(set) var logitChunk: Tensor
+    private(set) var chunkRows = 0
     private var gradientBuffers: GradientBuffers?
     private let dims: ModelDimensions
 
-    init(_ d: ModelDimensions, batch: Int, seqLen: Int, storedFrom: Int) {
-        self.batch = batch
-        self.seqLen = seqLen
+    init(_ d: ModelDimensions, capacity n: Int, storedFrom: Int) {
+        capacity = n
         self.storedFrom = storedFrom
         self.dims = d
-        let n = batch * seqLen
-        rows = n
-        stored = (storedFrom..<d.layers).map { _ in LayerActivations(d, batch: batch, seqLen: seqLen) }
+        stored = (storedFrom..<d.layers).map { _ in LayerActivations(d, rows: n) }
         output = Tensor(shape: [n, d.dim])
-        positions = (0..<n).map { Int32($0 % seqLen) }
         normed = Tensor(shape: [n, d.dim])
         hidden = Tensor(shape: [n, d.ffnDim])
         finalNormed = Tensor(shape: [n, d.dim]); finalRstd = Tensor(shape: [n])
-        // The LM head over a 32k vocabulary is the largest activation: at most 128 MB of logits at a time, in
-        // equal chunks of a multiple of 16 rows. Each chunk packs and streams the whole head matrix twice (forward
-        // and dX), so fewer, larger chunks save memory traffic; B·T = 1024 rows of a 32k vocabulary is one chunk.
+        logitChunk = Tensor(shape: [Self.chunkRows(rows: n, vocab: d.vocab), d.vocab])
+    }
+
+    /// The LM head over a 32k vocabulary is the largest activation: at most 128 MB of logits at a time, in equal
+    /// chunks of a multiple of 16 rows. Each chunk packs and streams the whole head matrix twice (forward and dX),
+    /// so fewer, larger chunks save memory traffic; 1024 rows of a 32k vocabulary are one chunk.
+    static func chunkRows(rows n: Int, vocab: Int) -> Int {
         let budget = 32 << 20
-        let chunks = max(1, (n * d.vocab + budget - 1) / budget)
-        chunkRows = min(n, max(16, ((n + chunks - 1) / chunks + 15) / 16 * 16))
-        logitChunk = Tensor(shape: [chunkRows, d.vocab])
+        let chunks = max(1, (n * vocab + budget - 1) / budget)
+        return min(n, max(16, ((n + chunks - 1) / chunks + 15) / 16 * 16))
+    }
+
+    /// Sets up the buffers for `batch` (at most `capacity` rows): its row count, positions and logit chunks.
+    func prepare(for batch: TokenBatch) {
+        precondition(batch.rows <= capacity, "a batch of \(batch.rows) rows in buffers of \(capacity)")
+        rows = batch.rows
+        positions = batch.positions
+        chunkRows = Self.chunkRows(rows: rows, vocab: dims.vocab)
+        if logitChunk.shape[0] < chunkRows { logitChunk = Tensor(shape: [chunkRows, dims.vocab]) }
     }
 
     /// The activations of block `layer`: its own when kept, the shared scratch otherwise.
@@ -98,7 +107,7 @@ final class Activations {
     /// Any block whose activations are not kept (allocated on first use: a run that keeps every block has none).
     private var scratch: LayerActivations {
         if let s = scratchLayer { return s }
-        let s = LayerActivations(dims, batch: batch, seqLen: seqLen)
+        let s = LayerActivations(dims, rows: capacity)
         scratchLayer = s
         return s
     }
@@ -109,7 +118,7 @@ final class Activations {
     /// The gradient scratch, allocated on the first backward.
     var gradients: GradientBuffers {
         if let g = gradientBuffers { return g }
-        let g = GradientBuffers(dims, rows: rows)
+        let g = GradientBuffers(dims, rows: capacity)
         gradientBuffers = g
         return g
     }

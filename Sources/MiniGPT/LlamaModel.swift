@@ -45,12 +45,18 @@ public final class LlamaModel {
         return deltas.firstIndex { !$0.isEmpty }
     }
 
-    /// The buffers for a (B, T) batch that keep activations from block `storedFrom` up (`dims.layers`: none).
-    /// A set that keeps more than asked serves too, so evaluation between training steps allocates nothing.
-    private func buffers(batch: Int, seqLen: Int, storedFrom: Int) -> Activations {
-        if let a = activations, a.batch == batch, a.seqLen == seqLen, a.storedFrom <= storedFrom { return a }
-        activations = nil  // free the old shape before allocating the new one
-        let a = Activations(dims, batch: batch, seqLen: seqLen, storedFrom: storedFrom)
+    /// The buffers for `batch` that keep activations from block `storedFrom` up (`dims.layers`: none). A set
+    /// with room for more rows, or that keeps more than asked, serves too, so evaluation between training steps
+    /// allocates nothing; packed batches, whose rows vary, grow the set by a quarter at a time.
+    private func buffers(for batch: TokenBatch, storedFrom: Int) -> Activations {
+        if let a = activations, a.capacity >= batch.rows, a.storedFrom <= storedFrom {
+            a.prepare(for: batch)
+            return a
+        }
+        let grown = activations.map { $0.capacity + $0.capacity / 4 } ?? 0
+        activations = nil  // free the old buffers before allocating the new ones
+        let a = Activations(dims, capacity: (max(batch.rows, grown) + 63) / 64 * 64, storedFrom: storedFrom)
+        a.prepare(for: batch)
         activations = a
         return a
     }
@@ -66,10 +72,12 @@ public final class LlamaModel {
     public func validate(_ batch: TokenBatch) throws {
         ensurePositions(batch.seqLen)
         for (i, id) in batch.ids.enumerated() where id < 0 || Int(id) >= dims.vocab {
-            throw LoRAKitError("token id \(id) at position \(i % batch.seqLen) of sequence \(i / batch.seqLen) is outside the vocabulary (0..<\(dims.vocab))")
+            let (b, t) = batch.location(ofRow: i)
+            throw LoRAKitError("token id \(id) at position \(t) of sequence \(b) is outside the vocabulary (0..<\(dims.vocab))")
         }
         for (i, id) in batch.targets.enumerated() where Int(id) >= dims.vocab {
-            throw LoRAKitError("target id \(id) at position \(i % batch.seqLen) is outside the vocabulary (0..<\(dims.vocab))")
+            let (b, t) = batch.location(ofRow: i)
+            throw LoRAKitError("target id \(id) at position \(t) of sequence \(b) is outside the vocabulary (0..<\(dims.vocab))")
         }
     }
 
@@ -88,17 +96,18 @@ public final class LlamaModel {
 
     /// Runs the blocks and the final norm; blocks from `storedFrom` up leave what their backward needs.
     private func forwardBlocks(_ batch: TokenBatch, training: Bool, storedFrom: Int) -> Activations {
-        let a = buffers(batch: batch.batch, seqLen: batch.seqLen, storedFrom: storedFrom)
+        let a = buffers(for: batch, storedFrom: storedFrom)
         let n = a.rows, d = dims
         batch.ids.withUnsafeBufferPointer { ids in
             Embedding.forward(out: a.layer(0).input.data, table: weights.embedding.data, ids: ids.baseAddress!,
                               rows: n, dim: d.dim)
         }
         batch.lengths.withUnsafeBufferPointer { lengths in
-            a.positions.withUnsafeBufferPointer { positions in
-                for l in 0..<d.layers {
-                    blockForward(l, a, lengths: lengths.baseAddress!, positions: positions.baseAddress!,
-                                 batch: batch.batch, seqLen: batch.seqLen, training: training)
+            batch.starts.withUnsafeBufferPointer { starts in
+                a.positions.withUnsafeBufferPointer { positions in
+                    let layout = RowLayout(lengths: lengths.baseAddress!, starts: starts.baseAddress!,
+                                           positions: positions.baseAddress!, batch: batch.batch, seqLen: batch.seqLen)
+                    for l in 0..<d.layers { blockForward(l, a, layout, training: training) }
                 }
             }
         }
@@ -107,8 +116,16 @@ public final class LlamaModel {
         return a
     }
 
-    private func blockForward(_ l: Int, _ a: Activations, lengths: UnsafePointer<Int32>,
-                              positions: UnsafePointer<Int32>, batch: Int, seqLen: Int, training: Bool) {
+    /// Where each sequence of a batch lies in the rows, for RoPE and attention.
+    struct RowLayout {
+        let lengths: UnsafePointer<Int32>
+        let starts: UnsafePointer<Int>
+        let positions: UnsafePointer<Int32>
+        let batch: Int, seqLen: Int
+    }
+
+    private func blockForward(_ l: Int, _ a: Activations, _ layout: RowLayout, training: Bool) {
+        let positions = layout.positions
         let w = weights.layers[l], s = a.layer(l), output = a.blockOutput(l), d = dims, n = a.rows
         let normed = a.normed, hidden = a.hidden
         // xn = RMSNorm(x)
@@ -125,8 +142,8 @@ public final class LlamaModel {
         RoPE.forward(x: s.k.data, positions: positions, rows: n, heads: d.kvHeads, headDim: d.headDim, table: rope)
         // att = softmax(q kᵀ / √hd + mask) v
         Attention.forward(out: s.attention.data, logSumExp: s.logSumExp.data, q: s.q.data, k: s.k.data,
-                          v: s.v.data, lengths: lengths, batch: batch, seqLen: seqLen, heads: d.heads,
-                          kvHeads: d.kvHeads, headDim: d.headDim)
+                          v: s.v.data, lengths: layout.lengths, starts: layout.starts, batch: layout.batch,
+                          seqLen: layout.seqLen, heads: d.heads, kvHeads: d.kvHeads, headDim: d.headDim)
         // middle = x + att Woᵀ (+ adapter)
         s.middle.copy(from: s.input)
         w.frozen(.o).linear(out: s.middle.data, input: s.attention.data, rows: n,
@@ -211,11 +228,14 @@ public final class LlamaModel {
                              input: a.output.data, weight: weights.finalNorm.data,
                              rstd: a.finalRstd.data, rows: n, dim: d.dim)
             batch.lengths.withUnsafeBufferPointer { lengths in
-                a.positions.withUnsafeBufferPointer { positions in
-                    for l in stride(from: d.layers - 1, through: stop, by: -1) {
-                        blockBackward(l, a, g, lengths: lengths.baseAddress!, positions: positions.baseAddress!,
-                                      batch: batch.batch, seqLen: batch.seqLen, grads: grads?.layers[l],
-                                      needInputGradient: l > stop || grads != nil)
+                batch.starts.withUnsafeBufferPointer { starts in
+                    a.positions.withUnsafeBufferPointer { positions in
+                        let layout = RowLayout(lengths: lengths.baseAddress!, starts: starts.baseAddress!,
+                                               positions: positions.baseAddress!, batch: batch.batch, seqLen: batch.seqLen)
+                        for l in stride(from: d.layers - 1, through: stop, by: -1) {
+                            blockBackward(l, a, g, layout, grads: grads?.layers[l],
+                                          needInputGradient: l > stop || grads != nil)
+                        }
                     }
                 }
             }
@@ -266,10 +286,9 @@ public final class LlamaModel {
     /// Without `needInputGradient` (the lowest trained block of a LoRA run: nothing below it to train) it stops once
     /// the adapters of q, k and v have their gradients: the products and the norm that lead to the block's input
     /// are skipped. Full-parameter training always needs it (the embedding's gradient).
-    private func blockBackward(_ l: Int, _ a: Activations, _ g: GradientBuffers, lengths: UnsafePointer<Int32>,
-                               positions: UnsafePointer<Int32>, batch: Int, seqLen: Int, grads: LayerWeights?,
-                               needInputGradient: Bool) {
-        let w = weights.layers[l], s = a.layer(l), d = dims, n = a.rows
+    private func blockBackward(_ l: Int, _ a: Activations, _ g: GradientBuffers, _ layout: RowLayout,
+                               grads: LayerWeights?, needInputGradient: Bool) {
+        let w = weights.layers[l], s = a.layer(l), d = dims, n = a.rows, positions = layout.positions
         let dRes = g.dResidual.data
         // out = middle + hidden Wdᵀ: dHidden = dOut Wd
         let downFolded = frozenBackwardInput(l, .down, dInput: g.dHidden.data, dOut: dRes, rows: n, accumulate: false)
@@ -317,8 +336,8 @@ public final class LlamaModel {
         // att = attention(q, k, v)
         Attention.backward(dQ: g.dQ.data, dK: g.dK.data, dV: g.dV.data, dOut: g.dAttention.data,
                            out: s.attention.data, logSumExp: s.logSumExp.data, q: s.q.data, k: s.k.data,
-                           v: s.v.data, lengths: lengths, batch: batch, seqLen: seqLen, heads: d.heads,
-                           kvHeads: d.kvHeads, headDim: d.headDim)
+                           v: s.v.data, lengths: layout.lengths, starts: layout.starts, batch: layout.batch,
+                           seqLen: layout.seqLen, heads: d.heads, kvHeads: d.kvHeads, headDim: d.headDim)
         RoPE.backward(dx: g.dQ.data, positions: positions, rows: n, heads: d.heads, headDim: d.headDim, table: rope)
         RoPE.backward(dx: g.dK.data, positions: positions, rows: n, heads: d.kvHeads, headDim: d.headDim, table: rope)
         // q, k, v = xn Wᵀ: dXn = dQ Wq + dK Wk + dV Wv

@@ -16,7 +16,7 @@ final class DataBatcherTests: DataTestCase {
 
     /// The example numbers of a batch, read back from the ids.
     func numbers(_ batch: TokenBatch) -> [Int] {
-        (0..<batch.batch).map { Int(batch.ids[$0 * batch.seqLen + 1]) - 100 }
+        (0..<batch.batch).map { Int(batch.ids[batch.starts[$0] + 1]) - 100 }
     }
 
     func testEveryExampleOncePerEpochLastPartialBatchKept() throws {

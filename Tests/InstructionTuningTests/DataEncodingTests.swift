@@ -42,7 +42,7 @@ final class DataEncodingTests: DataTestCase {
         XCTAssertEqual(example.ids.last, 4)
     }
 
-    func testTokenBatchMasksThePromptAndPadding() throws {
+    func testTokenBatchPacksTheExamplesAndMasksThePrompt() throws {
         let tokenizer = try tokenizer()
         let examples = try ExampleEncoder(tokenizer: tokenizer, maxSeqLen: 4096).encode(records).examples
         let (long, short) = examples[0].ids.count >= examples[1].ids.count ? (examples[0], examples[1]) : (examples[1], examples[0])
@@ -52,15 +52,15 @@ final class DataEncodingTests: DataTestCase {
             XCTAssertEqual(batch.batch, 2)
             XCTAssertEqual(batch.seqLen, long.ids.count)
             XCTAssertEqual(batch.lengths, [Int32(short.ids.count), Int32(long.ids.count)])
+            // No padding: the examples' rows back to back.
+            XCTAssertEqual(batch.starts, [0, short.ids.count, short.ids.count + long.ids.count])
+            XCTAssertEqual(batch.rows, short.ids.count + long.ids.count)
+            XCTAssertEqual(batch.ids.count, batch.rows)
+            XCTAssertEqual(batch.positions, (0..<short.ids.count).map(Int32.init) + (0..<long.ids.count).map(Int32.init))
             for (b, example) in [short, long].enumerated() {
-                let row = b * batch.seqLen
-                for i in 0..<batch.seqLen {
+                let row = batch.starts[b]
+                for i in 0..<example.ids.count {
                     let id = batch.ids[row + i], target = batch.targets[row + i]
-                    if i >= example.ids.count {
-                        XCTAssertEqual(id, 0, "padding id")
-                        XCTAssertEqual(target, -1, "padding target")
-                        continue
-                    }
                     XCTAssertEqual(id, example.ids[i])
                     let counted = i + 1 < example.ids.count && (!maskPrompt || i + 1 >= example.promptLength)
                     XCTAssertEqual(target, counted ? example.ids[i + 1] : -1, "row \(b) position \(i) mask \(maskPrompt)")
@@ -68,7 +68,7 @@ final class DataEncodingTests: DataTestCase {
             }
             // Masked: the first target is the first output token, predicted from the prompt's last position.
             if maskPrompt {
-                let row = batch.seqLen  // `long` is the second row
+                let row = batch.starts[1]  // `long` is the second example
                 XCTAssertEqual(batch.targets[row + long.promptLength - 2], -1)
                 XCTAssertEqual(batch.targets[row + long.promptLength - 1], long.ids[long.promptLength])
             }

@@ -34,6 +34,31 @@ final class GoldenLogitsTests: XCTestCase {
         }
     }
 
+    /// The same sequences packed (no padding rows): each sequence's logits are transformers' of the padded batch.
+    func testPackedBatchMatchesTransformers() throws {
+        for name in Self.models {
+            let weights = try LlamaWeights.load(directory: Fixtures.model(name))
+            let expected = try Fixtures.expected(name)
+            let ids = try expected.tensor("ids"), lengths = try expected.tensor("lengths")
+            let want = try expected.tensor("logits")
+            let (b, t, v) = (ids.shape[0], ids.shape[1], weights.dims.vocab)
+            let sequences = (0..<b).map { s in (0..<Int(lengths[s])).map { Int32(ids[s * t + $0]) } }
+            let batch = TokenBatch(packing: sequences, targets: sequences.map { $0.map { _ in -1 } })
+            XCTAssertEqual(batch.rows, sequences.reduce(0) { $0 + $1.count })
+            XCTAssertLessThan(batch.rows, b * t, "the fixture has padding to leave out")
+            let got = try LlamaModel(weights: weights).logits(batch)
+            var worst: Float = 0
+            for s in 0..<b {
+                for p in 0..<Int(lengths[s]) {
+                    worst = max(worst, maxAbsDifference(got.data + (batch.starts[s] + p) * v,
+                                                        want.data + (s * t + p) * v, count: v))
+                }
+            }
+            print("\(name): packed batch max |Δlogit| = \(worst)")
+            XCTAssertLessThan(worst, 1e-4, name)
+        }
+    }
+
     func testSingleSequenceMatchesTransformers() throws {
         for name in Self.models {
             let weights = try LlamaWeights.load(directory: Fixtures.model(name))

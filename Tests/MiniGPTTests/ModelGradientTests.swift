@@ -17,7 +17,14 @@ final class ModelGradientTests: XCTestCase {
         return sum / Double(count)
     }
 
-    func checkGradients(tied: Bool) throws {
+    /// Two sequences of different lengths, padded or packed (targets: the next token, none on the last).
+    static func batch(packed: Bool) -> TokenBatch {
+        let sequences: [[Int32]] = [[1, 5, 9, 13, 2, 7], [1, 20, 3]]
+        guard packed else { return TokenBatch(sequences: sequences) }
+        return TokenBatch(packing: sequences, targets: sequences.map { Array($0.dropFirst()) + [-1] })
+    }
+
+    func checkGradients(tied: Bool, packed: Bool = false) throws {
         Threads.set(1)
         let config = Self.tinyConfig(tied: tied)
         let (weights, _) = LlamaWeights.random(config: config, seed: 7)
@@ -30,7 +37,7 @@ final class ModelGradientTests: XCTestCase {
         let model = LlamaModel(weights: weights)
         let (grads, _) = LlamaWeights.zeros(config: config)
         model.weightGradients = grads
-        let batch = TokenBatch(sequences: [[1, 5, 9, 13, 2, 7], [1, 20, 3]])
+        let batch = Self.batch(packed: packed)
         let count = batch.targetCount
         _ = try model.loss(batch, backward: true, gradScale: 1 / Float(count))
 
@@ -57,6 +64,28 @@ final class ModelGradientTests: XCTestCase {
 
     func testWholeModelGradientsUntied() throws { try checkGradients(tied: false) }
     func testWholeModelGradientsTied() throws { try checkGradients(tied: true) }
+    func testWholeModelGradientsPacked() throws { try checkGradients(tied: false, packed: true) }
+
+    /// The packed batch (no padding rows) gives the padded batch's loss and every weight gradient.
+    func testPackedBatchGivesThePaddedLossAndGradients() throws {
+        Threads.set(2)
+        let config = Self.tinyConfig(tied: false)
+        let (weights, _) = LlamaWeights.random(config: config, seed: 5)
+        let model = LlamaModel(weights: weights)
+        var results: [(loss: Double, gradients: [[Float]])] = []
+        for packed in [false, true] {
+            let (grads, _) = LlamaWeights.zeros(config: config)
+            model.weightGradients = grads
+            let batch = Self.batch(packed: packed)
+            XCTAssertEqual(batch.rows, packed ? 9 : 12)
+            let loss = try model.loss(batch, backward: true, gradScale: 1 / Float(batch.targetCount))
+            results.append((loss.sum, grads.named.map { $0.1.array }))
+        }
+        XCTAssertEqual(results[0].loss, results[1].loss, accuracy: 1e-5 * abs(results[0].loss))
+        for (name, (a, b)) in zip(weights.named.map(\.0), zip(results[0].gradients, results[1].gradients)) {
+            for i in a.indices { XCTAssertEqual(a[i], b[i], accuracy: 1e-6 + 1e-5 * abs(a[i]), "\(name)[\(i)]") }
+        }
+    }
 
     /// Same inputs, same thread count: the same bits.
     func testLossIsDeterministic() throws {

@@ -23,7 +23,7 @@ final class AttentionTiledTests: XCTestCase {
 
         /// out, lse, dQ, dK, dV of the tiled kernels (outputs pre-filled with NaN).
         func tiled() -> [Tensor] {
-            let out = nanTensor(q.shape), lse = nanTensor([batch, heads, seqLen])
+            let out = nanTensor(q.shape), lse = nanTensor([batch * seqLen, heads])
             let dQ = nanTensor(q.shape), dK = nanTensor(k.shape), dV = nanTensor(v.shape)
             lengths.withUnsafeBufferPointer { lengths in
                 Attention.forward(out: out.data, logSumExp: lse.data, q: q.data, k: k.data, v: v.data,
@@ -67,7 +67,7 @@ final class AttentionTiledTests: XCTestCase {
             for h in 0..<p.heads {
                 for t in 0..<p.seqLen {
                     let allowed = min(t + 1, Int(p.lengths[b]))
-                    let lse = got[1][(b * p.heads + h) * p.seqLen + t]
+                    let lse = got[1][(b * p.seqLen + t) * p.heads + h]
                     if allowed == 0 { XCTAssertEqual(lse, -.infinity); continue }
                     for j in 0..<allowed {
                         var s: Float = 0
@@ -90,6 +90,59 @@ final class AttentionTiledTests: XCTestCase {
         check(Problem(batch: 1, seqLen: 5, heads: 2, kvHeads: 2, headDim: 4, lengths: [5], seed: 2), label: "tiny")
         check(Problem(batch: 2, seqLen: 64, heads: 3, kvHeads: 1, headDim: 16, lengths: [1, 64], seed: 3),
               label: "mqa")
+    }
+
+    /// A packed batch (each example owns exactly its tokens' rows, `starts` given) gives the padded batch's
+    /// results on every real row, when nothing flows back from padding (as in the model, where padding carries
+    /// no loss); it never touches a row past the last example's.
+    func testPackedRowsGiveThePaddedResults() {
+        let lengths: [Int32] = [150, 70, 0, 1, 129]
+        let padded = Problem(batch: lengths.count, seqLen: 150, heads: 4, kvHeads: 2, headDim: 8, lengths: lengths, seed: 6)
+        let qw = padded.heads * padded.headDim, kvw = padded.kvHeads * padded.headDim
+        for (b, length) in lengths.enumerated() {
+            for t in Int(length)..<padded.seqLen { (padded.dOut.data + (b * padded.seqLen + t) * qw).update(repeating: 0, count: qw) }
+        }
+        let want = padded.tiled()
+        var starts = [0]
+        for length in lengths { starts.append(starts[starts.count - 1] + Int(length)) }
+        let rows = starts[lengths.count]
+        // the real rows, back to back, and one row past them that must stay untouched
+        func pack(_ t: Tensor, width: Int) -> Tensor {
+            let packed = nanTensor([rows + 1, width])
+            for (b, length) in lengths.enumerated() {
+                (packed.data + starts[b] * width).update(from: t.data + b * padded.seqLen * width, count: Int(length) * width)
+            }
+            return packed
+        }
+        let q = pack(padded.q, width: qw), k = pack(padded.k, width: kvw), v = pack(padded.v, width: kvw)
+        let dOut = pack(padded.dOut, width: qw)
+        let out = nanTensor([rows + 1, qw]), lse = nanTensor([rows + 1, padded.heads])
+        let dQ = nanTensor([rows + 1, qw]), dK = nanTensor([rows + 1, kvw]), dV = nanTensor([rows + 1, kvw])
+        lengths.withUnsafeBufferPointer { lengthPointer in
+            starts.withUnsafeBufferPointer { startPointer in
+                Attention.forward(out: out.data, logSumExp: lse.data, q: q.data, k: k.data, v: v.data,
+                                  lengths: lengthPointer.baseAddress!, starts: startPointer.baseAddress!,
+                                  batch: lengths.count, seqLen: padded.seqLen, heads: padded.heads,
+                                  kvHeads: padded.kvHeads, headDim: padded.headDim)
+                Attention.backward(dQ: dQ.data, dK: dK.data, dV: dV.data, dOut: dOut.data, out: out.data,
+                                   logSumExp: lse.data, q: q.data, k: k.data, v: v.data,
+                                   lengths: lengthPointer.baseAddress!, starts: startPointer.baseAddress!,
+                                   batch: lengths.count, seqLen: padded.seqLen, heads: padded.heads,
+                                   kvHeads: padded.kvHeads, headDim: padded.headDim)
+            }
+        }
+        for (name, got, reference, width) in [("out", out, want[0], qw), ("lse", lse, want[1], padded.heads),
+                                              ("dQ", dQ, want[2], qw), ("dK", dK, want[3], kvw), ("dV", dV, want[4], kvw)] {
+            for (b, length) in lengths.enumerated() {
+                for t in 0..<Int(length) {
+                    for c in 0..<width {
+                        let x = got[(starts[b] + t) * width + c], y = reference[(b * padded.seqLen + t) * width + c]
+                        XCTAssertEqual(x, y, accuracy: 2e-6 * max(1, abs(y)), "\(name) example \(b) row \(t)")
+                    }
+                }
+            }
+            XCTAssertTrue((0..<width).allSatisfy { got[rows * width + $0].isNaN }, "\(name) wrote past the last row")
+        }
     }
 
     /// Threads.set(1) and Threads.set(2) give the same bits, and two runs give the same bits.

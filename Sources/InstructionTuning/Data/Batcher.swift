@@ -2,7 +2,7 @@ import Foundation
 import MiniGPT
 import Tensors
 
-/// Cuts encoded examples into padded batches, in a seeded shuffled order per epoch.
+/// Cuts encoded examples into packed batches, in a seeded shuffled order per epoch.
 ///
 /// The order of epoch e depends only on the seed and e, so a resumed run sees the same batches as an
 /// uninterrupted one. Every example appears exactly once per epoch; the last batch may be smaller.
@@ -42,30 +42,24 @@ public struct Batcher {
         return range.map { examples[order[$0]] }
     }
 
-    /// Batch `index` (0..<batchesPerEpoch) of epoch `epoch`, padded right with 0.
+    /// Batch `index` (0..<batchesPerEpoch) of epoch `epoch`, packed.
     public func batch(epoch: Int, index: Int) -> TokenBatch {
         Self.makeTokenBatch(examples(epoch: epoch, index: index), maskPrompt: maskPrompt)
     }
 
-    /// A right-padded batch of `examples` (at least one): ids padded with 0 to the longest, targets the next
-    /// token where a loss is taken and -1 elsewhere (the last real position, padding, and BOS and prompt
-    /// positions when `maskPrompt`).
+    /// A batch of `examples` (at least one), packed: their tokens back to back, no padding (attention keeps each
+    /// example to itself), so a batch costs its real tokens only. Targets are the next token where a loss is
+    /// taken and -1 elsewhere (the last position, and BOS and prompt positions when `maskPrompt`).
     public static func makeTokenBatch(_ examples: [EncodedExample], maskPrompt: Bool) -> TokenBatch {
         precondition(!examples.isEmpty, "a batch needs at least one example")
-        let seqLen = max(1, examples.map(\.ids.count).max() ?? 1)
-        var ids = [Int32](repeating: 0, count: examples.count * seqLen)
-        var targets = [Int32](repeating: -1, count: examples.count * seqLen)
-        for (b, example) in examples.enumerated() {
-            let row = b * seqLen
+        let targets = examples.map { example -> [Int32] in
             // The target at position i is ids[i + 1]; masked, it counts only from the first output token on.
             let firstTarget = maskPrompt ? max(example.promptLength, 1) - 1 : 0
-            for (i, id) in example.ids.enumerated() {
-                ids[row + i] = id
-                if i >= firstTarget && i + 1 < example.ids.count { targets[row + i] = example.ids[i + 1] }
+            return example.ids.indices.map { i in
+                i >= firstTarget && i + 1 < example.ids.count ? example.ids[i + 1] : -1
             }
         }
-        return TokenBatch(batch: examples.count, seqLen: seqLen, ids: ids,
-                          lengths: examples.map { Int32($0.ids.count) }, targets: targets)
+        return TokenBatch(packing: examples.map(\.ids), targets: targets)
     }
 
     /// A seeded split of `records` into training and validation sets, each in the original order.

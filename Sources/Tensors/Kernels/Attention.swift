@@ -132,12 +132,13 @@ public enum Attention {
         }
     }
 
-    /// Strides and offsets of the (B, T, heads, hd) layouts.
+    /// Strides and offsets of the row layouts: example b's rows start at starts[b] (b·T when `starts` is nil).
     struct Shape {
         let seqLen: Int, headDim: Int, groupSize: Int
         let qStride: Int, kvStride: Int
+        let starts: UnsafePointer<Int>?
 
-        init(seqLen: Int, heads: Int, kvHeads: Int, headDim: Int) {
+        init(seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, starts: UnsafePointer<Int>? = nil) {
             precondition(kvHeads > 0 && heads % kvHeads == 0,
                          "attention heads \(heads) must be a multiple of key/value heads \(kvHeads)")
             self.seqLen = seqLen
@@ -145,16 +146,26 @@ public enum Attention {
             groupSize = heads / kvHeads
             qStride = heads * headDim
             kvStride = kvHeads * headDim
+            self.starts = starts
+        }
+
+        /// The first row of example b.
+        func start(_ b: Int) -> Int { starts.map { $0[b] } ?? b * seqLen }
+        /// The rows example b owns (at most T): its tokens, then padding.
+        func span(_ b: Int) -> Int {
+            let span = start(b + 1) - start(b)
+            precondition(span >= 0 && span <= seqLen, "attention example \(b) owns \(span) rows, outside 0...\(seqLen)")
+            return span
         }
 
         /// Where query head h of example b starts.
-        func queryOffset(_ b: Int, _ h: Int) -> Int { b * seqLen * qStride + h * headDim }
+        func queryOffset(_ b: Int, _ h: Int) -> Int { start(b) * qStride + h * headDim }
         /// Where the key/value head read by query head h of example b starts.
-        func keyOffset(_ b: Int, _ h: Int) -> Int { b * seqLen * kvStride + (h / groupSize) * headDim }
+        func keyOffset(_ b: Int, _ h: Int) -> Int { start(b) * kvStride + (h / groupSize) * headDim }
 
         func length(_ lengths: UnsafePointer<Int32>, _ b: Int) -> Int {
             let length = Int(lengths[b])
-            precondition(length >= 0 && length <= seqLen, "attention length \(length) outside 0...\(seqLen)")
+            precondition(length >= 0 && length <= span(b), "attention length \(length) outside 0...\(span(b))")
             return length
         }
     }

@@ -5,9 +5,12 @@ import Foundation
 /// per block instead of an online softmax, since a block of 64 queries × T keys fits in cache for any T LoRAKit
 /// trains on).
 ///
-/// Same layouts and masking as `Attention.forward` (legend there): q is (B, T, H, hd), k and v are (B, T, KVH, hd),
-/// query t of example b sees keys j ≤ t with j < lengths[b]. What a layer keeps for its backward drops from
-/// B·H·T² probabilities to B·H·T floats — 12.6 MB to 49 KB per layer at B = 4, H = 12, T = 256.
+/// Same masking as `Attention.forward` (legend there): query t of example b sees keys j ≤ t with j < lengths[b].
+/// Rows are tokens: q is (rows, H, hd), k and v are (rows, KVH, hd). Example b owns rows starts[b]..<starts[b+1]
+/// (its tokens, then any padding; every row it owns is written) — with `starts` nil, rows b·T..<(b+1)·T, the
+/// padded (B, T) layout; a packed batch passes its own `starts` and owns no padding rows. What a layer keeps for
+/// its backward drops from B·H·T² probabilities to H floats per row — 12.6 MB to 49 KB per layer at B = 4,
+/// H = 12, T = 256.
 ///
 /// Work is split over threads by (example, head) in the forward and by (example, key/value head) in the backward,
 /// so every dK and dV row has one owner and sums in a fixed order; products inside a task are serial
@@ -15,14 +18,15 @@ import Foundation
 extension Attention {
     /// Tiled attention forward.
     ///
-    /// q (B, T, H, hd), k and v (B, T, KVH, hd), lengths (B) -> out (B, T, H, hd), logSumExp (B, H, T): the
-    /// log of each query row's softmax denominator, scores included (−∞ for a row that sees no key).
+    /// q (rows, H, hd), k and v (rows, KVH, hd), lengths (B), starts (B + 1, or nil for the padded layout) ->
+    /// out (rows, H, hd), logSumExp (rows, H): the log of each query row's softmax denominator, scores included
+    /// (−∞ for a row that sees no key).
     public static func forward(out: UnsafeMutablePointer<Float>, logSumExp: UnsafeMutablePointer<Float>,
                                q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                               lengths: UnsafePointer<Int32>, batch: Int, seqLen: Int,
+                               lengths: UnsafePointer<Int32>, starts: UnsafePointer<Int>? = nil, batch: Int, seqLen: Int,
                                heads: Int, kvHeads: Int, headDim: Int) {
         let T = seqLen, hd = headDim
-        let shape = Shape(seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim)
+        let shape = Shape(seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim, starts: starts)
         let scale = Float(1 / Double(hd).squareRoot())
         for b in 0..<batch { _ = shape.length(lengths, b) }
         parallelFor(batch * heads) { tasks in
@@ -33,13 +37,14 @@ extension Attention {
                 let length = shape.length(lengths, b)
                 let qHead = q + shape.queryOffset(b, h), kHead = k + shape.keyOffset(b, h)
                 let vHead = v + shape.keyOffset(b, h), outHead = out + shape.queryOffset(b, h)
-                let lse = logSumExp + (b * heads + h) * T
-                forEachRowBlock(seqLen: T, length: length) { t0, t1, keys in
+                // the log-sum-exp of query t of this head, H floats apart
+                let lse = logSumExp + shape.start(b) * heads + h
+                forEachRowBlock(seqLen: shape.span(b), length: length) { t0, t1, keys in
                     let rows = t1 - t0
                     guard keys > 0 else {
                         for t in t0..<t1 {
                             (outHead + t * shape.qStride).update(repeating: 0, count: hd)
-                            lse[t] = -.infinity
+                            lse[t * heads] = -.infinity
                         }
                         return
                     }
@@ -55,7 +60,7 @@ extension Attention {
                         let sum = exponentiateShifted(row, count: allowed, shift: m)
                         scaleLanes(row, count: allowed, by: Float(1 / sum))
                         if keys > allowed { (row + allowed).update(repeating: 0, count: keys - allowed) }
-                        lse[t] = m + Float(Foundation.log(sum))
+                        lse[t * heads] = m + Float(Foundation.log(sum))
                     }
                     // out (rows, hd) = P V
                     GEMM.sgemmSerial(transA: false, transB: false, m: rows, n: hd, k: keys,
@@ -68,18 +73,18 @@ extension Attention {
 
     /// Tiled attention backward. OVERWRITES dQ, dK and dV.
     ///
-    /// dOut and out (B, T, H, hd), logSumExp (B, H, T) from the tiled `forward`, q (B, T, H, hd), k and v
-    /// (B, T, KVH, hd) -> dQ (B, T, H, hd), dK and dV (B, T, KVH, hd).
+    /// dOut and out (rows, H, hd), logSumExp (rows, H) from the tiled `forward`, q (rows, H, hd), k and v
+    /// (rows, KVH, hd), the same lengths and starts -> dQ (rows, H, hd), dK and dV (rows, KVH, hd).
     /// With P = exp(S − lse) recomputed per block and D_t = Σ dOut_t ∘ out_t:
     /// dV = Pᵀ dOut, dS = P ∘ (dOut Vᵀ − D), dQ = scale · dS K, dK = scale · dSᵀ Q.
     public static func backward(dQ: UnsafeMutablePointer<Float>, dK: UnsafeMutablePointer<Float>,
                                 dV: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
                                 out: UnsafePointer<Float>, logSumExp: UnsafePointer<Float>,
                                 q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                                lengths: UnsafePointer<Int32>, batch: Int, seqLen: Int,
+                                lengths: UnsafePointer<Int32>, starts: UnsafePointer<Int>? = nil, batch: Int, seqLen: Int,
                                 heads: Int, kvHeads: Int, headDim: Int) {
         let T = seqLen, hd = headDim
-        let shape = Shape(seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim)
+        let shape = Shape(seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim, starts: starts)
         let scale = Float(1 / Double(hd).squareRoot())
         for b in 0..<batch { _ = shape.length(lengths, b) }
         parallelFor(batch * kvHeads) { tasks in
@@ -88,16 +93,16 @@ extension Attention {
             defer { probs.deallocate(); dScores.deallocate() }
             for task in tasks {
                 let b = task / kvHeads, kvHead = task % kvHeads
-                let length = shape.length(lengths, b)
-                let kvOffset = b * T * shape.kvStride + kvHead * hd
-                for t in 0..<T {
+                let length = shape.length(lengths, b), span = shape.span(b)
+                let kvOffset = shape.start(b) * shape.kvStride + kvHead * hd
+                for t in 0..<span {
                     (dK + kvOffset + t * shape.kvStride).update(repeating: 0, count: hd)
                     (dV + kvOffset + t * shape.kvStride).update(repeating: 0, count: hd)
                 }
                 for h in kvHead * shape.groupSize..<(kvHead + 1) * shape.groupSize {
                     let qOffset = shape.queryOffset(b, h)
-                    let lse = logSumExp + (b * heads + h) * T
-                    forEachRowBlock(seqLen: T, length: length) { t0, t1, keys in
+                    let lse = logSumExp + shape.start(b) * heads + h
+                    forEachRowBlock(seqLen: span, length: length) { t0, t1, keys in
                         let rows = t1 - t0
                         guard keys > 0 else {
                             // no key was attended: out was zero whatever q, k, v were
@@ -112,7 +117,7 @@ extension Attention {
                         for t in t0..<t1 {
                             let row = probs + (t - t0) * keys
                             let allowed = min(t + 1, length)
-                            exponentiateShifted(row, count: allowed, shift: lse[t])
+                            exponentiateShifted(row, count: allowed, shift: lse[t * heads])
                             if keys > allowed { (row + allowed).update(repeating: 0, count: keys - allowed) }
                         }
                         // out = P V  =>  dV += Pᵀ dOut
