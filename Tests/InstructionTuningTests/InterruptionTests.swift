@@ -65,14 +65,19 @@ final class InterruptionTests: XCTestCase {
         }
     }
 
-    func testFineTuningStoppedBetweenStepsSavesAndResumesBitForBit() throws {
+    /// The uninterrupted run, and the options of the same run in another directory, to be stopped.
+    func referenceAndStoppedRun() throws -> (reference: FineTuneOptions, stopped: FineTuneOptions) {
         Threads.set(2)
         let dir = try temporaryDirectory()
         let reference = try options(dir, out: dir + "/reference")
         _ = try FineTuner(options: reference).run()
+        var stopped = reference
+        stopped.out = dir + "/stopped"
+        return (reference, stopped)
+    }
 
-        var o = reference
-        o.out = dir + "/stopped"
+    func testFineTuningStoppedBetweenStepsSavesAndResumesBitForBit() throws {
+        let (reference, o) = try referenceAndStoppedRun()
         var events: [String] = []
         XCTAssertThrowsError(try FineTuner(options: o).run({ if case let .checkpoint(step, _) = $0 { events.append("checkpoint \(step)") } },
                                                            stopRequested: StopAfter(3).callAsFunction)) { error in
@@ -103,13 +108,7 @@ final class InterruptionTests: XCTestCase {
     }
 
     func testFineTuningStoppedBeforeItsFirstStepSavesNothingAndStartsOverOnResume() throws {
-        Threads.set(2)
-        let dir = try temporaryDirectory()
-        let reference = try options(dir, out: dir + "/reference")
-        _ = try FineTuner(options: reference).run()
-
-        var o = reference
-        o.out = dir + "/stopped"
+        let (reference, o) = try referenceAndStoppedRun()
         XCTAssertThrowsError(try FineTuner(options: o).run(stopRequested: { true })) { error in
             guard let stop = error as? TrainingInterrupted else { return XCTFail("\(error)") }
             XCTAssertEqual(stop.step, 0)

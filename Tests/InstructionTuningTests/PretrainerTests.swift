@@ -53,11 +53,17 @@ final class PretrainerTests: XCTestCase {
         var resumed = o
         resumed.out = dir + "/b"
         _ = try Pretrainer(options: resumed, resumeFrom: o.out + "/checkpoint-10").run()
-        let a = try SafeTensorsFile(path: o.out + "/model.safetensors")
-        let b = try SafeTensorsFile(path: resumed.out + "/model.safetensors")
-        XCTAssertEqual(a.names, b.names)
+        try assertSameModel(o.out, resumed.out)
+    }
+
+    /// The two model directories hold the same tensors, bit for bit.
+    func assertSameModel(_ first: String, _ second: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let a = try SafeTensorsFile(path: first + "/model.safetensors")
+        let b = try SafeTensorsFile(path: second + "/model.safetensors")
+        XCTAssertEqual(a.names, b.names, file: file, line: line)
         for name in a.names {
-            XCTAssertEqual(try a.tensor(name).array.map(\.bitPattern), try b.tensor(name).array.map(\.bitPattern), name)
+            XCTAssertEqual(try a.tensor(name).array.map(\.bitPattern), try b.tensor(name).array.map(\.bitPattern), name,
+                           file: file, line: line)
         }
     }
 
@@ -81,11 +87,7 @@ final class PretrainerTests: XCTestCase {
         let (saved, path) = try Pretrainer.latestCheckpoint(in: stopped.out)
         XCTAssertEqual(path, stopped.out + "/checkpoint-7")
         _ = try Pretrainer(options: saved, resumeFrom: path).run()
-        let a = try SafeTensorsFile(path: o.out + "/model.safetensors")
-        let b = try SafeTensorsFile(path: stopped.out + "/model.safetensors")
-        for name in a.names {
-            XCTAssertEqual(try a.tensor(name).array.map(\.bitPattern), try b.tensor(name).array.map(\.bitPattern), name)
-        }
+        try assertSameModel(o.out, stopped.out)
     }
 
     /// A run killed before its first checkpoint has its run_options.json: --resume restarts it in place from step 0

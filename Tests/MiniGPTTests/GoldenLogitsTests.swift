@@ -7,24 +7,28 @@ import XCTest
 final class GoldenLogitsTests: XCTestCase {
     static let models = ["gqa", "tied", "headdim", "sharded-bf16", "f16"]
 
+    /// A fixture's model, its sequences (unpadded) and transformers' logits of their padded batch (B, T, V).
+    func fixture(_ name: String) throws -> (weights: LlamaWeights, sequences: [[Int32]], want: Tensor, seqLen: Int) {
+        let weights = try LlamaWeights.load(directory: Fixtures.model(name))
+        let expected = try Fixtures.expected(name)
+        let ids = try expected.tensor("ids"), lengths = try expected.tensor("lengths")
+        let want = try expected.tensor("logits")
+        let (b, t) = (ids.shape[0], ids.shape[1])
+        XCTAssertEqual(want.shape, [b, t, weights.dims.vocab])
+        let sequences = (0..<b).map { s in (0..<Int(lengths[s])).map { Int32(ids[s * t + $0]) } }
+        return (weights, sequences, want, t)
+    }
+
     func testPaddedBatchMatchesTransformers() throws {
         for name in Self.models {
-            let weights = try LlamaWeights.load(directory: Fixtures.model(name))
-            let expected = try Fixtures.expected(name)
-            let ids = try expected.tensor("ids"), lengths = try expected.tensor("lengths")
-            let want = try expected.tensor("logits")
-            let (b, t, v) = (ids.shape[0], ids.shape[1], weights.dims.vocab)
-            XCTAssertEqual(want.shape, [b, t, v])
-            var sequences: [[Int32]] = []
-            for s in 0..<b {
-                sequences.append((0..<Int(lengths[s])).map { Int32(ids[s * t + $0]) })
-            }
+            let (weights, sequences, want, t) = try fixture(name)
+            let v = weights.dims.vocab
             let batch = TokenBatch(sequences: sequences)
             XCTAssertEqual(batch.seqLen, t)
             let got = try LlamaModel(weights: weights).logits(batch)
             var worst: Float = 0
-            for s in 0..<b {
-                for p in 0..<Int(lengths[s]) {   // padded positions are not compared
+            for (s, sequence) in sequences.enumerated() {
+                for p in 0..<sequence.count {   // padded positions are not compared
                     let row = (s * t + p) * v
                     worst = max(worst, maxAbsDifference(got.data + row, want.data + row, count: v))
                 }
@@ -37,19 +41,15 @@ final class GoldenLogitsTests: XCTestCase {
     /// The same sequences packed (no padding rows): each sequence's logits are transformers' of the padded batch.
     func testPackedBatchMatchesTransformers() throws {
         for name in Self.models {
-            let weights = try LlamaWeights.load(directory: Fixtures.model(name))
-            let expected = try Fixtures.expected(name)
-            let ids = try expected.tensor("ids"), lengths = try expected.tensor("lengths")
-            let want = try expected.tensor("logits")
-            let (b, t, v) = (ids.shape[0], ids.shape[1], weights.dims.vocab)
-            let sequences = (0..<b).map { s in (0..<Int(lengths[s])).map { Int32(ids[s * t + $0]) } }
+            let (weights, sequences, want, t) = try fixture(name)
+            let v = weights.dims.vocab
             let batch = TokenBatch(packing: sequences, targets: sequences.map { $0.map { _ in -1 } })
             XCTAssertEqual(batch.rows, sequences.reduce(0) { $0 + $1.count })
-            XCTAssertLessThan(batch.rows, b * t, "the fixture has padding to leave out")
+            XCTAssertLessThan(batch.rows, sequences.count * t, "the fixture has padding to leave out")
             let got = try LlamaModel(weights: weights).logits(batch)
             var worst: Float = 0
-            for s in 0..<b {
-                for p in 0..<Int(lengths[s]) {
+            for (s, sequence) in sequences.enumerated() {
+                for p in 0..<sequence.count {
                     worst = max(worst, maxAbsDifference(got.data + (batch.starts[s] + p) * v,
                                                         want.data + (s * t + p) * v, count: v))
                 }
