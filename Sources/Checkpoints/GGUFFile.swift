@@ -18,7 +18,7 @@ public struct GGUFTensorInfo: Equatable, Sendable {
     public var count: Int { shape.reduce(1, *) }
 }
 
-/// A GGUF file, memory-mapped: its metadata and its F32, F16 and BF16 tensors.
+/// A GGUF file, memory-mapped: its metadata and its F32, F16, BF16 and Q8_0 tensors.
 ///
 /// Every count, length and offset is checked against the file's size before use, so a truncated or corrupt file
 /// is an error naming the file, never a crash. F32 tensors are borrowed from the mapping (no copy), so reading
@@ -110,7 +110,7 @@ public final class GGUFFile: @unchecked Sendable {
             for _ in 0..<dims { ne.append(try reader.count("a dimension of tensor \(name)")) }
             let rawType = try reader.u32()
             guard let type = GGMLType(rawValue: rawType) else {
-                throw LoRAKitError.file(path, "tensor \(name) has ggml type \(rawType); LoRAKit reads F32, F16 and BF16 only")
+                throw LoRAKitError.file(path, "tensor \(name) has ggml type \(rawType); LoRAKit reads F32, F16, BF16 and Q8_0 only")
             }
             let offset = try reader.count("the offset of tensor \(name)")
             guard offset % alignment == 0 else {
@@ -127,7 +127,10 @@ public final class GGUFFile: @unchecked Sendable {
                 return (p, acc.1 || o)
             }
             let start = dataStart + offset
-            guard !overflow, count <= data.count, start + count * type.byteSize <= data.count else {
+            guard shape.last.map({ $0 % type.blockSize == 0 }) ?? true else {
+                throw LoRAKitError.file(path, "tensor \(name) \(shape) is \(type), which stores whole blocks of \(type.blockSize) values per row")
+            }
+            guard !overflow, count <= data.count, start + type.byteCount(elements: count) <= data.count else {
                 throw LoRAKitError.file(path, "tensor \(name) \(shape) runs past the end of the file (\(data.count) bytes): the file is truncated")
             }
             guard byName[name] == nil else { throw LoRAKitError.file(path, "tensor \(name) appears twice") }
@@ -147,7 +150,7 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     /// The tensor `name` as F32: aligned F32 data is borrowed from the mapping (the tensor keeps this file alive);
-    /// F16 and BF16 are converted exactly into a new tensor.
+    /// F16 and BF16 are converted exactly into a new tensor, Q8_0 blocks read back as scale · value.
     public func tensor(_ name: String) throws -> Tensor {
         guard let info = byName[name] else { throw LoRAKitError.file(path, "has no tensor \(name)") }
         // Validated in parse: fileOffset + byte size <= mappedLength.
@@ -163,6 +166,8 @@ public final class GGUFFile: @unchecked Sendable {
             for i in 0..<info.count { data[i] = HalfConversion.float(fromF16: UInt16(littleEndian: start.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
         case .bf16:
             for i in 0..<info.count { data[i] = HalfConversion.float(fromBF16: UInt16(littleEndian: start.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+        case .q8_0:
+            Q8_0.dequantize(start, count: info.count, into: data)
         }
         return out
     }

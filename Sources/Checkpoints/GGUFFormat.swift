@@ -91,9 +91,19 @@ public indirect enum GGUFValue: Equatable, Sendable, CustomStringConvertible {
 
 /// The ggml element types LoRAKit writes and reads (llama.cpp's `GGMLQuantizationType`).
 public enum GGMLType: UInt32, Sendable, CaseIterable {
-    case f32 = 0, f16 = 1, bf16 = 30
+    case f32 = 0, f16 = 1, q8_0 = 8, bf16 = 30
 
-    public var byteSize: Int { self == .f32 ? 4 : 2 }
+    /// Values per block: a quantized type stores each row in whole blocks.
+    public var blockSize: Int { self == .q8_0 ? Q8_0.blockSize : 1 }
+
+    /// Bytes that `elements` values take (a multiple of `blockSize`).
+    public func byteCount(elements: Int) -> Int {
+        switch self {
+        case .f32: return 4 * elements
+        case .f16, .bf16: return 2 * elements
+        case .q8_0: return elements / Q8_0.blockSize * Q8_0.blockBytes
+        }
+    }
 
     /// The ggml type of a safetensors dtype.
     public init(_ dtype: DType) {
@@ -105,12 +115,28 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
     }
 
     /// `general.file_type` of a model whose matrices are of this type (llama.cpp's `LlamaFileType`:
-    /// ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_BF16 = 32).
+    /// ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_Q8_0 = 7, MOSTLY_BF16 = 32).
     public var fileType: UInt32 {
         switch self {
         case .f32: return 0
         case .f16: return 1
+        case .q8_0: return 7
         case .bf16: return 32
+        }
+    }
+
+    /// `values` stored as this type and read back, as the GGUF writer and reader do it (for Q8_0, `count` is a
+    /// multiple of the block size and the blocks run along the rows).
+    public func roundTrip(_ values: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>) {
+        switch self {
+        case .f32: out.update(from: values, count: count)
+        case .f16: for i in 0..<count { out[i] = HalfConversion.float(fromF16: HalfConversion.f16Bits(values[i])) }
+        case .bf16: for i in 0..<count { out[i] = HalfConversion.float(fromBF16: HalfConversion.bf16Bits(values[i])) }
+        case .q8_0:
+            let bytes = UnsafeMutableRawPointer.allocate(byteCount: byteCount(elements: count), alignment: 2)
+            defer { bytes.deallocate() }
+            Q8_0.quantize(values, count: count, into: bytes)
+            Q8_0.dequantize(bytes, count: count, into: out)
         }
     }
 }

@@ -31,7 +31,8 @@ public struct GGUFWriter {
         metadata.append((key, value))
     }
 
-    /// Adds a tensor stored as `type` (F32 data is converted to F16/BF16 with round-to-nearest-even).
+    /// Adds a tensor stored as `type` (F32 data is converted to F16/BF16 with round-to-nearest-even, or quantized
+    /// to Q8_0 blocks along its rows).
     public mutating func addTensor(_ name: String, _ tensor: Tensor, type: GGMLType) throws {
         guard !name.isEmpty, name.utf8.count < 64 else {
             throw LoRAKitError("GGUF tensor name '\(name)' must have 1 to 63 bytes (llama.cpp's GGML_MAX_NAME is 64)")
@@ -39,6 +40,9 @@ public struct GGUFWriter {
         guard !names.contains(name) else { throw LoRAKitError("GGUF tensor \(name) is added twice") }
         guard (1...4).contains(tensor.shape.count) else {
             throw LoRAKitError("GGUF tensor \(name) has \(tensor.shape.count) dimensions; ggml allows 1 to 4")
+        }
+        if let row = tensor.shape.last, row % type.blockSize != 0 {
+            throw LoRAKitError("GGUF tensor \(name) has rows of \(row) values; \(type) stores whole blocks of \(type.blockSize)")
         }
         names.insert(name)
         tensors.append((name, tensor, type))
@@ -63,7 +67,7 @@ public struct GGUFWriter {
             for extent in tensor.shape.reversed() { header.u64(UInt64(extent)) }
             header.u32(type.rawValue)
             header.u64(UInt64(offset))
-            offset += padded(tensor.count * type.byteSize)
+            offset += padded(type.byteCount(elements: tensor.count))
         }
         header.bytes.append(contentsOf: [UInt8](repeating: 0, count: padded(header.bytes.count) - header.bytes.count))
 
@@ -71,7 +75,7 @@ public struct GGUFWriter {
             try handle.write(contentsOf: header.bytes)
             for (_, tensor, type) in tensors {
                 try Self.writeData(of: tensor, as: type, to: handle)
-                let size = tensor.count * type.byteSize
+                let size = type.byteCount(elements: tensor.count)
                 if padded(size) > size { try handle.write(contentsOf: Data(count: padded(size) - size)) }
             }
         }
@@ -86,6 +90,21 @@ public struct GGUFWriter {
         if type == .f32 {
             // The host is little-endian (x86-64, arm64), like the format.
             try handle.write(contentsOf: Data(bytesNoCopy: tensor.data, count: tensor.bytes, deallocator: .none))
+            return
+        }
+        if type == .q8_0 {
+            // Whole blocks per chunk (rows are whole blocks, so blocks never straddle rows).
+            let chunkValues = conversionChunk / Q8_0.blockSize * Q8_0.blockSize
+            var blocks = Data(count: type.byteCount(elements: min(chunkValues, tensor.count)))
+            var start = 0
+            while start < tensor.count {
+                let n = min(chunkValues, tensor.count - start)
+                blocks.withUnsafeMutableBytes { raw in
+                    if let base = raw.baseAddress { Q8_0.quantize(tensor.data + start, count: n, into: base) }
+                }
+                try handle.write(contentsOf: blocks.prefix(type.byteCount(elements: n)))
+                start += n
+            }
             return
         }
         var chunk = [UInt16](repeating: 0, count: min(conversionChunk, tensor.count))

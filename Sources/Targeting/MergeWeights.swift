@@ -89,25 +89,23 @@ public enum AdapterMerge {
     /// F32 whatever the matrices' type) 1-D tensors are compared unrounded.
     public static func firstMismatch(written: LlamaWeights, expected: LlamaWeights, dtype: DType,
                                      vectorsStayF32: Bool = false) -> String? {
+        firstMismatch(written: written, expected: expected) { shape in
+            vectorsStayF32 && shape.count == 1 ? .f32 : GGMLType(dtype)
+        }
+    }
+
+    /// The first tensor element of `written` that is not `expected`'s stored as `storage(shape)` and read back
+    /// (rounded to F16/BF16, or quantized to Q8_0 blocks and dequantized), or nil when every one is.
+    public static func firstMismatch(written: LlamaWeights, expected: LlamaWeights,
+                                     storage: ([Int]) -> GGMLType) -> String? {
         for ((name, got), (_, want)) in zip(written.named, expected.named) {
             guard got.shape == want.shape else { return "\(name) has shape \(got.shape), expected \(want.shape)" }
-            let dtype = vectorsStayF32 && want.shape.count == 1 ? .f32 : dtype
-            for i in 0..<want.count {
-                let target = rounded(want[i], to: dtype)
-                if got[i].bitPattern != target.bitPattern && !(got[i].isNaN && target.isNaN) {
-                    return "\(name)[\(i)] is \(got[i]), expected \(target)"
-                }
+            let target = Tensor(shape: want.shape)
+            storage(want.shape).roundTrip(want.data, count: want.count, into: target.data)
+            for i in 0..<want.count where got[i].bitPattern != target[i].bitPattern && !(got[i].isNaN && target[i].isNaN) {
+                return "\(name)[\(i)] is \(got[i]), expected \(target[i])"
             }
         }
         return nil
-    }
-
-    /// `value` rounded to `dtype` and back, as the writers round it.
-    public static func rounded(_ value: Float, to dtype: DType) -> Float {
-        switch dtype {
-        case .f32: return value
-        case .f16: return HalfConversion.float(fromF16: HalfConversion.f16Bits(value))
-        case .bf16: return HalfConversion.float(fromBF16: HalfConversion.bf16Bits(value))
-        }
     }
 }

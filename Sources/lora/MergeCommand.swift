@@ -6,6 +6,7 @@ import Targeting
 
 extension ExportFormat: ExpressibleByArgument {}
 extension DType: ExpressibleByArgument {}
+extension ExportDType: ExpressibleByArgument {}
 
 struct Merge: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,8 +33,8 @@ struct Merge: ParsableCommand {
     @Option(help: "hf: a Hugging Face model directory; gguf: one llama.cpp file (architecture llama).")
     var format: ExportFormat = .hf
 
-    @Option(help: "Element type of the written matrices: f32, f16 or bf16 (GGUF keeps norms in F32).")
-    var dtype: DType = .f32
+    @Option(help: "Element type of the written matrices: f32, f16 or bf16; for gguf also q8_0 (llama.cpp's 8-bit blocks). GGUF keeps norms in F32.")
+    var dtype: ExportDType = .f32
 
     @Flag(help: "Replace --out if it exists.")
     var overwrite = false

@@ -368,6 +368,8 @@ final class HostileInputTests: XCTestCase {
             HostileCase(id: "O26", arguments: ["bench", "--dim", "32", "--layers", "2", "--heads", "4", "--hidden", "48",
                                                "--vocab", "101", "--seq", "10", "--batch", "2", "--gemm", "mkl"],
                         needle: "unknown --gemm 'mkl'; choose one of lorakit, openblas"),
+            HostileCase(id: "O27", arguments: ["merge", "--base", Self.gqa, "--out", Self.out, "--format", "hf", "--dtype", "q8_0"],
+                        needle: "--dtype q8_0 is a llama.cpp (GGUF) type: use --format gguf"),
         ]
     }
 
@@ -433,7 +435,7 @@ final class HostileInputTests: XCTestCase {
             ids += cases.map(\.id)
         }
         ids += ["D18"]   // testTwoMegabyteInstructionAmongOthersIsSkippedAndReported
-        ids += ["R01", "R02", "R03", "R04", "R05", "R06", "R07", "R08"]   // ResumeTests
+        ids += ["R01", "R02", "R03", "R04", "R05", "R06", "R07", "R08", "R09", "R10"]   // ResumeTests
         XCTAssertEqual(Set(ids).count, ids.count, "duplicate case ids")
         XCTAssertEqual(rows.subtracting(ids).sorted(), [], "rows in docs/bad-inputs.md without a test")
         XCTAssertEqual(Set(ids).subtracting(rows).sorted(), [], "cases missing from docs/bad-inputs.md")

@@ -50,6 +50,16 @@ final class MergeCommandTests: XCTestCase {
         XCTAssertEqual(adapter.metadata["adapter.lora.alpha"], .float32(8))
         XCTAssertEqual(adapter.info("blk.0.attn_q.weight.lora_a")?.shape, [4, 32])
         XCTAssertEqual(adapter.info("blk.0.attn_q.weight.lora_b")?.shape, [32, 4])
+
+        // Q8_0: GGUF only; the hf format refuses it before writing anything.
+        let q8 = try Lora.run(["merge", "--base", gqa, "--adapter", qv, "--out", dir + "/q8.gguf", "--format", "gguf",
+                               "--dtype", "q8_0"])
+        XCTAssertEqual(q8.status, 0, q8.stderr)
+        XCTAssertTrue(q8.stderr.contains("wrote gguf (q8_0)"), q8.stderr)
+        XCTAssertEqual(try GGUFFile(path: dir + "/q8.gguf").info("blk.1.attn_q.weight")?.type, .q8_0)
+        assertCleanFailure(try Lora.run(["merge", "--base", gqa, "--out", dir + "/q8-hf", "--format", "hf", "--dtype", "q8_0"]),
+                           mentions: "--dtype q8_0 is a llama.cpp (GGUF) type")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/q8-hf"))
     }
 
     /// The ids llama.cpp produced from a GGUF vocabulary (recorded by scripts/make_export_fixtures.py) are the ids

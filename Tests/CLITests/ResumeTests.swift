@@ -183,7 +183,7 @@ final class ResumeTests: XCTestCase {
 
     /// Ctrl-C and SIGTERM: the run finishes its step, saves it (there are no periodic checkpoints here), says how
     /// to continue and exits with 128 + the signal; a second Ctrl-C ends it at once. Resumed after each, the run
-    /// ends with the uninterrupted run's bits.
+    /// ends with the uninterrupted run's bits. (docs/bad-inputs.md R09)
     func testCtrlCAndSIGTERMSaveTheStepAndResumeBitForBit() throws {
         let reference = try referenceRun()
         let out = directory + "/signalled"
@@ -233,7 +233,7 @@ final class ResumeTests: XCTestCase {
     }
 
     /// `lora ablate` stopped with Ctrl-C in its second run keeps the finished run and the stopped one's step;
-    /// `--resume DIR` continues it to the results of the ablation never interrupted.
+    /// `--resume DIR` continues it to the results of the ablation never interrupted. (docs/bad-inputs.md R10)
     func testAblationStoppedWithCtrlCResumesToTheSameResults() throws {
         func arguments(_ out: String) -> [String] {
             ["ablate", "--base", gqa, "--data", data, "--template", template, "--out", out, "--targets", "q", "v", "o", "--ranks", "4",

@@ -191,6 +191,58 @@ final class MergeExportTests: XCTestCase {
         }
     }
 
+    /// Q8_0 against gguf-py (Tests/Fixtures/gguf-quant, scripts/make_gguf_quant_fixtures.py): the same blocks byte
+    /// for byte, ties rounded away from zero, an all-zero block; our reader dequantizes gguf-py's file as gguf-py does.
+    func testQ8_0BlocksAreGGUFPysByteForByte() throws {
+        let file = try GGUFFile(path: Fixtures.root.appendingPathComponent("gguf-quant/q8_0.gguf").path)
+        let input = try file.tensor("input")
+        XCTAssertEqual(file.info("quantized")?.type, .q8_0)
+        XCTAssertEqual(file.info("quantized")?.shape, [4, 96])
+        let ours = UnsafeMutableRawPointer.allocate(byteCount: GGMLType.q8_0.byteCount(elements: input.count), alignment: 2)
+        defer { ours.deallocate() }
+        Q8_0.quantize(input.data, count: input.count, into: ours)
+        let data = try Data(contentsOf: URL(fileURLWithPath: file.path))
+        let offset = try XCTUnwrap(file.info("quantized")?.fileOffset)
+        let theirs = data[offset..<offset + 12 * Q8_0.blockBytes]
+        XCTAssertEqual(Data(bytes: ours, count: 12 * Q8_0.blockBytes), theirs)
+        let read = try file.tensor("quantized"), want = try file.tensor("dequantized")
+        XCTAssertEqual(read.array.map(\.bitPattern), want.array.map(\.bitPattern))
+        XCTAssertEqual(Array(read.array[128..<160]), Array(repeating: 0, count: 32), "the all-zero block of row 1")
+        XCTAssertEqual(read[3 * 96], 127)
+        XCTAssertEqual(read[3 * 96 + 2], -15, "−14.5 rounds away from zero")
+    }
+
+    /// A model merged as Q8_0: matrices whose rows are whole blocks are Q8_0, the others F16 (gqa's down_proj has
+    /// rows of 48), norms F32; it reads back as the merged weights quantized, and llama.cpp's file type is 7.
+    func testQ8_0GGUFExportQuantizesWholeBlockRowsAndFallsBackToF16() throws {
+        let directory = try temporaryDirectory(self)
+        let out = directory + "/m.gguf"
+        let report = try ModelExport.merge(baseDirectory: Fixtures.model("gqa"), adapterArguments: [Fixtures.peft("lora-qv")],
+                                           out: out, format: .gguf, dtype: .q8_0)
+        let file = try GGUFFile(path: out)
+        XCTAssertEqual(file.metadata["general.file_type"], .uint32(7))
+        XCTAssertEqual(file.info("blk.0.attn_q.weight")?.type, .q8_0)
+        XCTAssertEqual(file.info("token_embd.weight")?.type, .q8_0)
+        XCTAssertEqual(file.info("blk.0.ffn_down.weight")?.type, .f16, "rows of 48 are not whole blocks of 32")
+        XCTAssertEqual(file.info("blk.0.attn_norm.weight")?.type, .f32)
+        let base = try LlamaWeights.load(directory: Fixtures.model("gqa"))
+        let merged = try AdapterMerge.merge(base: base, adapters: try load(["lora-qv"], weights: base))
+        let back = try LlamaGGUF.readModel(file, config: base.config)
+        XCTAssertNil(AdapterMerge.firstMismatch(written: back, expected: merged) {
+            LlamaGGUF.storageType(shape: $0, requested: .q8_0)
+        })
+        XCTAssertNotNil(AdapterMerge.firstMismatch(written: back, expected: merged, dtype: .f16, vectorsStayF32: true),
+                        "the matrices really are Q8_0, not F16")
+        // 8 bits per weight move the logits a little, and the report says how much.
+        XCTAssertGreaterThan(report.maxDifference, 0)
+        XCTAssertLessThan(report.maxDifference, 0.05 * max(1, report.maxLogit))
+        assertError(["q8_0 is a llama.cpp (GGUF) type", "--format gguf"]) {
+            _ = try ModelExport.merge(baseDirectory: Fixtures.model("gqa"), adapterArguments: [], out: directory + "/hf",
+                                      format: .hf, dtype: .q8_0)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/hf"))
+    }
+
     /// Our GGUF adapters against llama.cpp's convert_lora_to_gguf.py: identical tensors and alpha.
     func testGGUFAdapterMatchesLlamaCppConverter() throws {
         let directory = try temporaryDirectory(self)

@@ -100,10 +100,17 @@ public enum LlamaGGUF {
         ]
     }
 
-    /// Writes a llama.cpp model file: `general.*`, the hyper-parameters, the tokenizer and every tensor.
-    ///
-    /// Matrices are stored as `type`; norms stay F32 whatever `type` is (llama.cpp's converter does the same:
-    /// 1-D tensors are too small to be worth rounding). Atomic: a temporary file renamed into place.
+    /// How `writeModel` stores a tensor of `shape` when the matrices are asked for as `type`: norms (1-D) stay F32,
+    /// as llama.cpp's converter keeps them (too small to be worth rounding); a matrix whose rows are not whole
+    /// blocks of a quantized type falls back to F16, as the converter does.
+    public static func storageType(shape: [Int], requested type: GGMLType) -> GGMLType {
+        if shape.count == 1 { return .f32 }
+        if let row = shape.last, row % type.blockSize != 0 { return .f16 }
+        return type
+    }
+
+    /// Writes a llama.cpp model file: `general.*`, the hyper-parameters, the tokenizer and every tensor, each
+    /// stored as `storageType(shape:requested:)` says. Atomic: a temporary file renamed into place.
     public static func writeModel(_ weights: LlamaWeights, vocabulary: GGUFVocabulary, type: GGMLType,
                                   name: String, to path: String) throws {
         guard vocabulary.tokens.count == weights.config.vocabSize else {
@@ -117,7 +124,7 @@ public enum LlamaGGUF {
         try writer.add("general.file_type", .uint32(type.fileType))
         for (key, value) in vocabulary.metadata { try writer.add(key, value) }
         for (tensorName, tensor) in tensors(of: weights) {
-            try writer.addTensor(tensorName, tensor, type: tensor.shape.count == 1 ? .f32 : type)
+            try writer.addTensor(tensorName, tensor, type: storageType(shape: tensor.shape, requested: type))
         }
         try writer.write(to: path)
     }

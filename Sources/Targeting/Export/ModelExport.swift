@@ -15,11 +15,44 @@ public enum ExportFormat: String, CaseIterable, Sendable {
     case gguf
 }
 
+/// The element type of a merged model's matrices: the safetensors types for both formats, and Q8_0 (llama.cpp's
+/// 8-bit blocks, about half the size of F16) for GGUF only.
+public enum ExportDType: String, CaseIterable, Sendable {
+    case f32, f16, bf16, q8_0
+
+    public init(_ dtype: DType) {
+        switch dtype {
+        case .f32: self = .f32
+        case .f16: self = .f16
+        case .bf16: self = .bf16
+        }
+    }
+
+    /// The safetensors dtype, nil for the GGUF-only Q8_0.
+    public var safetensors: DType? {
+        switch self {
+        case .f32: return .f32
+        case .f16: return .f16
+        case .bf16: return .bf16
+        case .q8_0: return nil
+        }
+    }
+
+    public var ggml: GGMLType {
+        switch self {
+        case .f32: return .f32
+        case .f16: return .f16
+        case .bf16: return .bf16
+        case .q8_0: return .q8_0
+        }
+    }
+}
+
 /// What `ModelExport.merge` did, for the command line to print.
 public struct MergeReport: Sendable {
     public let path: String
     public let format: ExportFormat
-    public let dtype: DType
+    public let dtype: ExportDType
     /// Projections that received at least one adapter.
     public let mergedProjections: Int
     /// Max |Δlogit| between the base with the adapters attached and the model read back from `path`.
@@ -44,7 +77,10 @@ public enum ModelExport {
     /// (for F32) its logits must match the base with the adapters attached; if not, the output is removed and the
     /// merge fails.
     public static func merge(baseDirectory: String, adapterArguments: [String], out: String, format: ExportFormat,
-                             dtype: DType = .f32, overwrite: Bool = false) throws -> MergeReport {
+                             dtype: ExportDType = .f32, overwrite: Bool = false) throws -> MergeReport {
+        if format == .hf && dtype.safetensors == nil {
+            throw LoRAKitError("--dtype \(dtype.rawValue) is a llama.cpp (GGUF) type: use --format gguf, or f32, f16 or bf16 for --format hf")
+        }
         try checkOutput(out, overwrite: overwrite)
         let base = try LlamaWeights.load(directory: baseDirectory)
         let tokenizer = try BaseModel.tokenizer(directory: baseDirectory)
@@ -60,28 +96,31 @@ public enum ModelExport {
         let merged = adapters.isEmpty ? base : try AdapterMerge.merge(base: base, adapters: adapters, names: names)
 
         let written: LlamaWeights
+        let storage: ([Int]) -> GGMLType
         switch format {
         case .hf:
+            let safetensors = dtype.safetensors ?? .f32
             try AtomicFile.writeDirectory(at: out, overwrite: overwrite) { temporary in
-                try writeHF(merged, dtype: dtype, baseDirectory: baseDirectory, to: temporary)
+                try writeHF(merged, dtype: safetensors, baseDirectory: baseDirectory, to: temporary)
             }
             written = try LlamaWeights.load(directory: out)
+            storage = { _ in GGMLType(safetensors) }
         case .gguf:
             let vocabulary = try GGUFVocabulary(tokenizer: tokenizer, config: base.config)
-            try LlamaGGUF.writeModel(merged, vocabulary: vocabulary, type: GGMLType(dtype), name: modelName(out), to: out)
+            try LlamaGGUF.writeModel(merged, vocabulary: vocabulary, type: dtype.ggml, name: modelName(out), to: out)
             written = try LlamaGGUF.readModel(try GGUFFile(path: out), config: base.config)
+            storage = { LlamaGGUF.storageType(shape: $0, requested: dtype.ggml) }
         }
 
-        if let mismatch = AdapterMerge.firstMismatch(written: written, expected: merged, dtype: dtype,
-                                                     vectorsStayF32: format == .gguf) {
+        if let mismatch = AdapterMerge.firstMismatch(written: written, expected: merged, storage: storage) {
             remove(out)
             throw LoRAKitError.file(out, "the written model does not read back as merged (\(mismatch)); it was removed")
         }
         let tokens = AdapterMerge.checkTokens(base.config)
         let (difference, largest) = try AdapterMerge.logitDifference(base: base, adapters: adapters, merged: written,
                                                                    tokens: tokens)
-        // F32 merging only reorders float sums, so anything beyond rounding noise is a bug; F16/BF16 rounding of
-        // the weights moves logits by an amount that depends on the model, so it is reported, not judged.
+        // F32 merging only reorders float sums, so anything beyond rounding noise is a bug; F16/BF16 rounding and
+        // Q8_0 quantization of the weights move logits by an amount that depends on the model: reported, not judged.
         let tolerance = 1e-3 * max(1, largest)
         if difference.isNaN || (dtype == .f32 && difference > tolerance) {
             remove(out)
