@@ -13,7 +13,7 @@ struct Eval: ParsableCommand {
             """)
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "Data: JSON array or JSONL of instruction/input/output records.") var data: String
+    @Option(help: "Data: JSON array or JSONL of instruction/input/output, prompt/completion or text records.") var data: String
     @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
     var template: String = "alpaca"
     @Option(help: "Longest example in tokens for the loss (longer ones are truncated).") var maxSeqLen: Int = 256

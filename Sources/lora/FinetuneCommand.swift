@@ -8,14 +8,16 @@ struct Finetune: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Fine-tune a base model on instruction data with LoRA; writes a PEFT adapter.",
         discussion: """
-            Data is a JSON array or JSONL of {"instruction", "input" (optional), "output"} records. The output \
+            Data is a JSON array or JSONL of records: {"instruction", "input" (optional), "output"} (Alpaca, put into \
+            --template), {"prompt", "completion"} (the prompt as it is, no template) or {"text"} (every token \
+            learned). The output \
             directory gets adapter_config.json and adapter_model.safetensors (Hugging Face PEFT's layout), \
             metrics.jsonl and checkpoint-N directories for --resume. Options can also come from --config FILE.yaml \
             (keys are option names, e.g. `rank: 8`, `lr-schedule: cosine`); flags on the command line win.
             """)
 
     @Option(help: "Base model directory (Hugging Face layout).") var base: String?
-    @Option(help: "Training data: JSON array or JSONL of instruction/input/output records.") var data: String?
+    @Option(help: "Training data: JSON array or JSONL of instruction/input/output, prompt/completion or text records.") var data: String?
     @Option(help: "Output directory for the adapter, checkpoints and metrics.") var out: String?
     @Option(help: "Projections to adapt: q,k,v,o,gate,up,down, attn, ffn, all, or HF names (q_proj …).")
     var targets: String = "q,v"

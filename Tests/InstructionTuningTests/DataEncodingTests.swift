@@ -42,6 +42,21 @@ final class DataEncodingTests: DataTestCase {
         XCTAssertEqual(example.ids.last, 4)
     }
 
+    /// A prompt/completion record is [BOS] + prompt + completion + [EOS] with no template; a text record has an
+    /// empty prompt, so every token after BOS carries a loss.
+    func testPromptCompletionAndTextRecordsSkipTheTemplate() throws {
+        let tokenizer = try tokenizer()
+        let encoder = ExampleEncoder(tokenizer: tokenizer, maxSeqLen: 4096)
+        let examples = try encoder.encode([InstructionRecord(prompt: "Q: say hello", completion: " Hello there!"),
+                                           InstructionRecord(prompt: "", completion: "Hello there!")]).examples
+        let prompt = tokenizer.encode("Q: say hello"), completion = tokenizer.encode(" Hello there!")
+        XCTAssertEqual(examples[0].ids, [1] + prompt + completion + [2])
+        XCTAssertEqual(examples[0].promptLength, 1 + prompt.count)
+        XCTAssertEqual(examples[1].ids, [1] + tokenizer.encode("Hello there!") + [2])
+        XCTAssertEqual(examples[1].promptLength, 1)
+        XCTAssertEqual(examples[1].targetCount(maskPrompt: true), examples[1].ids.count - 1)
+    }
+
     func testTokenBatchPacksTheExamplesAndMasksThePrompt() throws {
         let tokenizer = try tokenizer()
         let examples = try ExampleEncoder(tokenizer: tokenizer, maxSeqLen: 4096).encode(records).examples

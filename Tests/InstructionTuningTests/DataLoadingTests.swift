@@ -22,6 +22,41 @@ final class DataLoadingTests: DataTestCase {
         ])
     }
 
+    /// mlx-lm's and OpenAI's completion records ({"prompt", "completion"}) and plain text ({"text"}) beside Alpaca's,
+    /// in one file; written back, each keeps its form.
+    func testLoadsPromptCompletionAndTextRecordsAndWritesThemBack() throws {
+        let file = try write("forms.jsonl", """
+            {"prompt": "Q: 2+2?\\nA:", "completion": " 4", "family": "sum"}
+            {"text": "Once upon a time."}
+            {"instruction": "Add.", "input": "2 and 3", "output": "5", "prompt": "ignored: the Alpaca form wins"}
+            {"prompt": "", "completion": "x"}
+            """)
+        let records = try InstructionDataset.load(path: file)
+        XCTAssertEqual(records, [
+            InstructionRecord(prompt: "Q: 2+2?\nA:", completion: " 4", labels: ["family": "sum"]),
+            InstructionRecord(prompt: "", completion: "Once upon a time."),
+            InstructionRecord(instruction: "Add.", input: "2 and 3", output: "5"),
+            InstructionRecord(prompt: "", completion: "x"),
+        ])
+        XCTAssertEqual(PromptTemplate.alpaca.prompt(for: records[0]), "Q: 2+2?\nA:", "no template around a given prompt")
+        XCTAssertEqual(PromptTemplate.alpaca.prompt(for: records[1]), "")
+        let copy = directory + "/copy.json"
+        try InstructionDataset.write(records, to: copy)
+        XCTAssertEqual(try InstructionDataset.load(path: copy).map(\.rawPrompt), records.map(\.rawPrompt))
+        XCTAssertEqual(try InstructionDataset.load(path: copy).map(\.output), records.map(\.output))
+        let written = try String(contentsOfFile: copy, encoding: .utf8)
+        XCTAssertTrue(written.contains("\"completion\"") && written.contains("\"text\"") && written.contains("\"instruction\""))
+
+        assertError(try InstructionDataset.load(path: try write("p.jsonl", "{\"prompt\": \"a\"}\n")),
+                    contains: ["record 1 (line 1) has no \"completion\" field"])
+        assertError(try InstructionDataset.load(path: try write("c.json", "[{\"completion\": \"a\"}]")),
+                    contains: ["record 1 has no \"prompt\" field"])
+        assertError(try InstructionDataset.load(path: try write("t.jsonl", "{\"text\": 5}\n")),
+                    contains: ["record 1 (line 1): field \"text\" is a number, not a string"])
+        assertError(try InstructionDataset.load(path: try write("none.jsonl", "{\"question\": \"a\", \"answer\": \"b\"}\n")),
+                    contains: ["record 1 (line 1) has none of the fields of a record: \"instruction\" and \"output\" (and \"input\"), \"prompt\" and \"completion\", or \"text\""])
+    }
+
     func testLoadsJSONLWithBlankLinesAndCRLF() throws {
         let file = try write("data.jsonl",
             "\n  {\"instruction\": \"a\", \"output\": \"b\"}\r\n\r\n\t\n{\"output\": \"d\", \"instruction\": \"c\", \"input\": \"x\", \"n\": null}\n\n")

@@ -100,7 +100,7 @@ public struct ExampleEncoder {
         return result
     }
 
-    /// A padded batch of `examples` with this encoder's prompt masking.
+    /// A packed batch of `examples` with this encoder's prompt masking.
     public func tokenBatch(_ examples: [EncodedExample]) -> TokenBatch {
         Batcher.makeTokenBatch(examples, maskPrompt: maskPrompt)
     }

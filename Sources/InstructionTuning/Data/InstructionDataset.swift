@@ -3,14 +3,16 @@ import Tensors
 
 /// Loading an instruction dataset: a JSON array of records, or JSONL with one record per line.
 ///
-/// The format is told by the first non-whitespace byte: `[` is a JSON array, anything else JSONL. Keys other
-/// than `instruction`, `input` and `output` are ignored. Every problem is one `LoRAKitError` naming the file and
+/// The format is told by the first non-whitespace byte: `[` is a JSON array, anything else JSONL. Each record is
+/// in one of the forms of `InstructionRecord` (Alpaca's `instruction`/`input`/`output`, `prompt`/`completion`, or
+/// `text`), told by its keys; other string keys are kept as labels. Every problem is one `LoRAKitError` naming the file and
 /// the place — byte offset, line and column, or record and field — and no input crashes the loader.
 public enum InstructionDataset {
     /// The records of the dataset at `path`, in file order.
     ///
     /// Throws when the file is missing or unreadable, is not UTF-8, holds malformed JSON, holds a record that is
-    /// not an object or whose `instruction` or `output` is missing or whose fields are not strings, or holds no records.
+    /// not an object, that has none of the forms' keys or misses one of its form's required keys, or whose fields
+    /// are not strings, or holds no records.
     public static func load(path: String) throws -> [InstructionRecord] {
         let bytes = try JSONText.read(path: path, what: "dataset")
         guard let first = bytes.first(where: { !isWhitespace($0) }) else {
@@ -61,6 +63,9 @@ public enum InstructionDataset {
             + "a JSON array of records ([{\"instruction\": …, \"output\": …}, …]) or JSONL (one object per line)")
     }
 
+    /// The keys of the three record forms.
+    static let formKeys: Set<String> = ["instruction", "input", "output", "prompt", "completion", "text"]
+
     /// The record of a parsed JSON value; `label` says which record it is in messages.
     static func record(_ value: Any, label: String, path: String) throws -> InstructionRecord {
         guard let object = value as? [String: Any] else {
@@ -78,12 +83,24 @@ public enum InstructionDataset {
             return text
         }
         var labels: [String: String] = [:]
-        for (key, value) in object where !["instruction", "input", "output"].contains(key) {
+        for (key, value) in object where !formKeys.contains(key) {
             if let text = value as? String { labels[key] = text }
         }
-        return InstructionRecord(instruction: try field("instruction", required: true),
-                                 input: try field("input", required: false),
-                                 output: try field("output", required: true), labels: labels)
+        // The form is told by its keys, Alpaca's first (a record with an "instruction" is always one).
+        if object["instruction"] != nil || object["output"] != nil {
+            return InstructionRecord(instruction: try field("instruction", required: true),
+                                     input: try field("input", required: false),
+                                     output: try field("output", required: true), labels: labels)
+        }
+        if object["prompt"] != nil || object["completion"] != nil {
+            return InstructionRecord(prompt: try field("prompt", required: true),
+                                     completion: try field("completion", required: true), labels: labels)
+        }
+        if object["text"] != nil {
+            return InstructionRecord(prompt: "", completion: try field("text", required: true), labels: labels)
+        }
+        throw LoRAKitError.file(path, "\(label) has none of the fields of a record: \"instruction\" and \"output\" "
+            + "(and \"input\"), \"prompt\" and \"completion\", or \"text\"")
     }
 
     /// JSON's whitespace: space, tab, line feed, carriage return.

@@ -2,9 +2,16 @@ import Checkpoints
 import Foundation
 
 extension InstructionDataset {
-    /// Writes records as a JSON array of {"instruction", "input", "output"} objects, atomically.
+    /// Writes records as a JSON array, atomically, each in its own form: {"instruction", "input", "output"},
+    /// {"prompt", "completion"}, or {"text"} for a record with an empty prompt of its own.
     public static func write(_ records: [InstructionRecord], to path: String) throws {
-        let objects = records.map { ["instruction": $0.instruction, "input": $0.input, "output": $0.output] }
+        let objects = records.map { record -> [String: String] in
+            switch record.rawPrompt {
+            case nil: return ["instruction": record.instruction, "input": record.input, "output": record.output]
+            case ""?: return ["text": record.output]
+            case let prompt?: return ["prompt": prompt, "completion": record.output]
+            }
+        }
         let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys])
         try AtomicFile.write(data, to: path)
     }

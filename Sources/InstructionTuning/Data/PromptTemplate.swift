@@ -90,9 +90,9 @@ public struct PromptTemplate: Codable, Equatable, Sendable {
         return Self.substitute(promptInput, instruction: instruction, input: input)
     }
 
-    /// The prompt for `record`.
+    /// The prompt for `record`: the template's, or the record's own prompt when it has one.
     public func prompt(for record: InstructionRecord) -> String {
-        prompt(instruction: record.instruction, input: record.input)
+        record.rawPrompt ?? prompt(instruction: record.instruction, input: record.input)
     }
 
     /// `template` with each `{instruction}` and `{input}` replaced, scanning only the template, never the values.

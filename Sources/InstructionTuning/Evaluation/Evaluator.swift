@@ -111,7 +111,7 @@ public struct Evaluator {
             let eos = Int32(config.eosTokenId)
             for (i, record) in records.enumerated() {
                 let prompt = [Int32(config.bosTokenId)]
-                    + tokenizer.encode(template.prompt(instruction: record.instruction, input: record.input))
+                    + tokenizer.encode(template.prompt(for: record))
                 let budget = tokenizer.encode(record.output).count + extraTokens
                 if prompt.count + budget > generator.capacity {
                     generator = Generator(model: model, capacity: prompt.count + budget)
@@ -125,7 +125,7 @@ public struct Evaluator {
                 }
                 let match = answer.trimmingCharacters(in: .whitespacesAndNewlines)
                     == record.output.trimmingCharacters(in: .whitespacesAndNewlines)
-                examples.append(EvaluatedExample(instruction: record.instruction, input: record.input,
+                examples.append(EvaluatedExample(instruction: record.rawPrompt ?? record.instruction, input: record.input,
                                                  expected: record.output, generated: answer, exactMatch: match))
                 progress(i + 1, records.count)
             }
