@@ -73,12 +73,15 @@ struct Generate: ParsableCommand {
         let promptIDs = [Int32(weights.config.bosTokenId)] + tokenizer.encode(text)
         let generator = Generator(model: loaded, capacity: promptIDs.count + maxNewTokens)
         var sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
+        let eos = Int32(weights.config.eosTokenId)
+        // On a terminal the answer appears as it is generated; a pipe or file gets it in one piece.
+        var stream = isatty(STDOUT_FILENO) != 0 ? TextStream(tokenizer: tokenizer, stop: eos) : nil
         let started = Date()
         let ids = try generator.generate(prompt: promptIDs, maxNewTokens: maxNewTokens, sampler: &sampler,
-                                         stop: Int32(weights.config.eosTokenId))
+                                         stop: eos, onToken: { stream?.append($0) })
         let seconds = Date().timeIntervalSince(started)
-        let answer = ids.last == Int32(weights.config.eosTokenId) ? Array(ids.dropLast()) : ids
-        print(try tokenizer.decode(answer))
+        let answer = try tokenizer.decode(ids.last == eos ? Array(ids.dropLast()) : ids)
+        if stream != nil { stream?.finish(answer) } else { print(answer) }
         printError(String(format: "%d tokens in %.2f s (%.1f tokens/s, prompt %d tokens)", ids.count, seconds,
                           Double(ids.count) / max(seconds, 1e-9), promptIDs.count))
     }

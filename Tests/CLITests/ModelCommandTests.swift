@@ -54,6 +54,31 @@ final class ModelCommandTests: XCTestCase {
         XCTAssertEqual(instruction.status, 0, instruction.stderr)
     }
 
+    /// On a terminal (a pty from util-linux's `script`) the answer is written as it is generated, piece by piece; what
+    /// ends up on the screen is what a pipe gets in one piece, sampled answers with byte-fallback pieces included.
+    func testGenerateStreamsToATerminalTheTextAPipeGets() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/script") else { throw XCTSkip("no /usr/bin/script") }
+        for seed in ["1", "2", "3"] {
+            let arguments = ["generate", "--base", gqa, "--prompt", "The torou", "--max-new-tokens", "40",
+                             "--temperature", "1.5", "--seed", seed]
+            let piped = try Lora.run(arguments)
+            XCTAssertEqual(piped.status, 0, piped.stderr)
+            let command = ([Lora.executable.path] + arguments).map { "'" + $0 + "'" }.joined(separator: " ") + " 2>/dev/null"
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+            process.arguments = ["-q", "-e", "-c", command, "/dev/null"]
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            XCTAssertEqual(process.terminationStatus, 0)
+            let screen = String(decoding: data, as: UTF8.self).replacingOccurrences(of: "\r\n", with: "\n")
+            XCTAssertEqual(screen, piped.stdout, "seed \(seed)")
+        }
+    }
+
     func testPromptListSwitchesAdaptersPerPromptAsSeparateRunsWould() throws {
         let dir = try Lora.temporaryDirectory()
         let qv = Lora.fixture("peft/lora-qv"), all = Lora.fixture("peft/lora-all-rslora")
