@@ -19,7 +19,7 @@ public final class LlamaModel {
     /// Weight gradients (same layout as `weights`), for full-parameter training; nil keeps the base frozen.
     public var weightGradients: LlamaWeights?
 
-    private var activations: Activations?
+    private(set) var activations: Activations?
     /// dOut ⊙ c for a frozen product that folds in a DoRA adapter's term (`frozenBackwardInput`); grown on first use.
     private var foldScratch = Tensor(shape: [0])
 
@@ -53,9 +53,14 @@ public final class LlamaModel {
             a.prepare(for: batch)
             return a
         }
-        let grown = activations.map { $0.capacity + $0.capacity / 4 } ?? 0
+        // Keep the room the old set had; grow it by at least a quarter when the batch does not fit (not when only
+        // more blocks must be kept), so a run's buffers settle after a few of its larger batches.
+        var capacity = batch.rows
+        if let old = activations {
+            capacity = old.capacity >= batch.rows ? old.capacity : max(batch.rows, old.capacity + old.capacity / 4)
+        }
         activations = nil  // free the old buffers before allocating the new ones
-        let a = Activations(dims, capacity: (max(batch.rows, grown) + 63) / 64 * 64, storedFrom: storedFrom)
+        let a = Activations(dims, capacity: (capacity + 63) / 64 * 64, storedFrom: storedFrom)
         a.prepare(for: batch)
         activations = a
         return a

@@ -1,5 +1,5 @@
 import Checkpoints
-import MiniGPT
+@testable import MiniGPT
 import Tensors
 import XCTest
 
@@ -97,5 +97,43 @@ final class ModelGradientTests: XCTestCase {
         let a = try model.loss(batch, backward: false).sum
         let b = try model.loss(batch, backward: false).sum
         XCTAssertEqual(a.bitPattern, b.bitPattern)
+    }
+}
+
+/// The activation buffers of packed batches: reused while batches fit, grown when one does not, and not grown by
+/// evaluation between training steps.
+final class ActivationBufferTests: XCTestCase {
+    func testBuffersSettleAcrossTrainingAndEvaluation() throws {
+        Threads.set(1)
+        let config = ModelGradientTests.tinyConfig(tied: false)
+        let (weights, _) = LlamaWeights.random(config: config, seed: 3)
+        let model = LlamaModel(weights: weights)
+        let (grads, _) = LlamaWeights.zeros(config: config)
+        model.weightGradients = grads
+        func batch(_ lengths: [Int]) -> TokenBatch {
+            let sequences = lengths.map { n in (0..<n).map { Int32(1 + $0 % 20) } }
+            return TokenBatch(packing: sequences, targets: sequences.map { Array($0.dropFirst()) + [-1] })
+        }
+        _ = try model.loss(batch([10, 20]), backward: true)
+        let first = try XCTUnwrap(model.activations?.capacity)
+        XCTAssertEqual(first, 64, "30 rows, rounded up to 64")
+        _ = try model.loss(batch([5, 5]), backward: true)
+        XCTAssertEqual(model.activations?.capacity, first, "a smaller batch reuses the buffers")
+        _ = try model.loss(batch([40, 30]), backward: true)
+        let grown = try XCTUnwrap(model.activations?.capacity)
+        XCTAssertGreaterThanOrEqual(grown, 80)
+        // Evaluation (no backward) and training alternate without growing anything.
+        for _ in 0..<5 {
+            _ = try model.loss(batch([40, 30]), backward: false)
+            _ = try model.loss(batch([40, 30]), backward: true)
+        }
+        XCTAssertEqual(model.activations?.capacity, grown)
+        // A model that only evaluated first keeps its room when training needs the blocks kept.
+        let fresh = LlamaModel(weights: weights)
+        fresh.weightGradients = grads
+        _ = try fresh.loss(batch([40, 30]), backward: false)
+        let evaluated = try XCTUnwrap(fresh.activations?.capacity)
+        _ = try fresh.loss(batch([10]), backward: true)
+        XCTAssertEqual(fresh.activations?.capacity, evaluated)
     }
 }
