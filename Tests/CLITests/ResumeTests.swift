@@ -232,6 +232,43 @@ final class ResumeTests: XCTestCase {
         try assertSameRun(out, as: reference)
     }
 
+    /// `lora pretrain` stopped with Ctrl-C saves its step and says how to go on; resumed, it ends with the model of
+    /// the run never interrupted, bit for bit.
+    func testPretrainStoppedWithCtrlCResumesBitForBit() throws {
+        let corpus = directory + "/corpus.txt"
+        let words = ["the", "cat", "sees", "a", "dog", "red", "house", "runs", "small", "tree"]
+        try (0..<300).map { i in (0..<(5 + i % 7)).map { words[($0 * 7 + i) % words.count] }.joined(separator: " ") + "." }
+            .joined(separator: "\n\n").write(toFile: corpus, atomically: true, encoding: .utf8)
+        func arguments(_ out: String) -> [String] {
+            ["pretrain", "--corpus", corpus, "--tokenizer", Lora.fixture("tokenizer/unigram.model"), "--out", out,
+             "--dim", "32", "--layers", "2", "--heads", "4", "--seq-len", "32", "--batch-size", "4", "--steps", "40",
+             "--save-every", "0", "--seed", "3", "--threads", "1"]
+        }
+        let reference = directory + "/pretrain-reference"
+        let whole = try Lora.run(arguments(reference))
+        XCTAssertEqual(whole.status, 0, whole.stderr)
+
+        let out = directory + "/pretrain"
+        let run = try LoraBackgroundRun(arguments(out), keepStderr: true)
+        XCTAssertTrue(run.wait(until: { self.metricsLines(out).count >= 3 }), "the run ended first")
+        run.signal(SIGINT)
+        let stopped = run.finish()
+        XCTAssertEqual(stopped.status, 128 + SIGINT, stopped.stderr)
+        let step = metricsLines(out).count
+        XCTAssertTrue(stopped.stderr.contains("interrupted after step \(step) of 40: saved \(out)/checkpoint-\(step)"), stopped.stderr)
+        XCTAssertTrue(stopped.stderr.contains("continue with: lora pretrain --resume \(out)"), stopped.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/model.safetensors"))
+
+        let resumed = try Lora.run(["pretrain", "--resume", out, "--threads", "1"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        let a = try SafeTensorsFile(path: reference + "/model.safetensors")
+        let b = try SafeTensorsFile(path: out + "/model.safetensors")
+        XCTAssertEqual(a.names, b.names)
+        for name in a.names {
+            XCTAssertEqual(try a.tensor(name).array.map(\.bitPattern), try b.tensor(name).array.map(\.bitPattern), name)
+        }
+    }
+
     /// `lora ablate` stopped with Ctrl-C in its second run keeps the finished run and the stopped one's step;
     /// `--resume DIR` continues it to the results of the ablation never interrupted. (docs/bad-inputs.md R10)
     func testAblationStoppedWithCtrlCResumesToTheSameResults() throws {
