@@ -170,6 +170,13 @@ final class InterruptionTests: XCTestCase {
         }
         XCTAssertEqual(try String(contentsOfFile: out + "/results.csv", encoding: .utf8).split(separator: "\n").count, 4)
 
+        // Killed while evaluating its second run (training done, no result.json): resumed, that run is evaluated
+        // again and reports its training loss, which the final checkpoint keeps.
+        try FileManager.default.removeItem(atPath: out + "/runs/" + runNames[1] + "/" + "result.json")
+        let again = try AblationRunner.resume(directory: out).run()
+        XCTAssertEqual(again.map(\.trainLoss), reference.map(\.trainLoss))
+        XCTAssertEqual(again.map(\.exactMatch), reference.map(\.exactMatch))
+
         // What is not an ablation is named.
         XCTAssertThrowsError(try AblationRunner.resume(directory: dir)) { XCTAssertTrue("\($0)".contains("ablation.json"), "\($0)") }
     }

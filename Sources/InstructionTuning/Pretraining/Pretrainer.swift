@@ -28,6 +28,8 @@ public final class Pretrainer {
         var elapsed: Double
         var dataRNG: RandomGenerator
         var bestValidationLoss: Double?
+        /// The loss of the last step done, so a run resumed at its end still reports it (nil in older checkpoints).
+        var loss: Double? = nil
     }
 
     /// A run from scratch, or (with `resumeFrom`) from a checkpoint. `continuingRun` continues the run in
@@ -91,7 +93,7 @@ public final class Pretrainer {
         onEvent(.dataset(train: corpus.trainEnd, validation: corpus.tokens.count - corpus.trainEnd, truncated: 0, skipped: 0))
         onEvent(.start(step: state.step, totalSteps: options.steps, trainable: parameters.count))
         let started = Date(), elapsedBefore = state.elapsed
-        var lastLoss = Double.nan
+        var lastLoss = state.loss ?? .nan
         while state.step < options.steps {
             if stopRequested() {
                 var checkpoint: String?
@@ -124,6 +126,7 @@ public final class Pretrainer {
             state.step += 1
             state.tokens += batch.rows
             lastLoss = loss
+            state.loss = loss
             var valLoss: Double?
             if options.evalEvery > 0 && !validation.isEmpty
                 && (state.step % options.evalEvery == 0 || state.step == options.steps) {

@@ -159,7 +159,7 @@ public final class FineTuner {
 
         let started = Date()
         let elapsedBefore = state.elapsed
-        var lastLoss = Double.nan
+        var lastLoss = state.loss ?? .nan
         while state.step < totalSteps {
             if stopRequested() { throw try interrupt(onEvent) }
             let stepStarted = Date()
@@ -190,6 +190,7 @@ public final class FineTuner {
             state.microStep += options.gradAccum
             state.tokens += tokens
             lastLoss = loss
+            state.loss = loss
 
             var valLoss: Double?
             if options.evalEvery > 0 && !validation.isEmpty && (state.step % options.evalEvery == 0 || state.step == totalSteps) {

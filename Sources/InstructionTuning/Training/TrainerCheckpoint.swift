@@ -19,6 +19,8 @@ struct TrainerState: Codable, Equatable {
     var threads: Int? = nil
     /// A fingerprint of the training and validation files, to notice data that changed under a paused run.
     var dataFingerprint: String? = nil
+    /// The loss of the last step done, so a run resumed at its end still reports it (nil in older checkpoints).
+    var loss: Double? = nil
 }
 
 /// A point to resume a run from: a checkpoint directory `checkpoint-STEP`, or the start of a run that was
