@@ -67,14 +67,20 @@ final class PretrainerTests: XCTestCase {
         }
     }
 
-    /// A stop asked for between steps (Ctrl-C in the CLI) saves the step it is at; resuming in place ends with the
-    /// bits of the uninterrupted run.
-    func testStoppedRunSavesItsStepAndResumesBitForBit() throws {
+    /// A run of `steps` steps trained to its end in `dir/a` (two threads), and the temporary directory.
+    func finishedRun(steps: Int) throws -> (dir: String, options: PretrainOptions) {
         Threads.set(2)
         let dir = try temporaryDirectory()
         var o = try options(dir, out: dir + "/a")
-        o.steps = 9
+        o.steps = steps
         _ = try Pretrainer(options: o).run()
+        return (dir, o)
+    }
+
+    /// A stop asked for between steps (Ctrl-C in the CLI) saves the step it is at; resuming in place ends with the
+    /// bits of the uninterrupted run.
+    func testStoppedRunSavesItsStepAndResumesBitForBit() throws {
+        let (dir, o) = try finishedRun(steps: 9)
         var stopped = o
         stopped.out = dir + "/b"
         var asked = 0
@@ -93,11 +99,7 @@ final class PretrainerTests: XCTestCase {
     /// A run killed before its first checkpoint has its run_options.json: --resume restarts it in place from step 0
     /// and ends with the bits of an uninterrupted run.
     func testRunStoppedBeforeItsFirstCheckpointRestartsInPlace() throws {
-        Threads.set(2)
-        let dir = try temporaryDirectory()
-        var o = try options(dir, out: dir + "/a")
-        o.steps = 6
-        _ = try Pretrainer(options: o).run()
+        let (dir, o) = try finishedRun(steps: 6)
         let fm = FileManager.default
         let original = try SafeTensorsFile(path: o.out + "/model.safetensors").tensor("model.norm.weight").array
         // What a SIGKILL before the first checkpoint leaves: the run directory with its options only.

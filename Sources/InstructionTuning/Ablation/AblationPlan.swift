@@ -7,7 +7,7 @@ import Tensors
 /// or one set over several ranks (Table 6).
 public struct AblationPlan: Sendable {
     /// One fine-tuning configuration of the study.
-    public struct Entry: Equatable, Sendable {
+    public struct Entry: Equatable, Codable, Sendable {
         public var name: String
         public var targets: [Projection]
         public var rank: Int

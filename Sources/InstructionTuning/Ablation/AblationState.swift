@@ -7,19 +7,12 @@ import Tensors
 /// study: `ablation.json` (the plan as resolved, the training options, seeds) and, per finished run,
 /// `runs/NAME/result.json`.
 struct AblationState: Codable {
-    struct Entry: Codable {
-        var name: String
-        var targets: [Projection]
-        var rank: Int
-        var trainableParameters: Int
-    }
-
     struct Skipped: Codable {
         var name: String
         var reason: String
     }
 
-    var entries: [Entry]
+    var entries: [AblationPlan.Entry]
     var skipped: [Skipped]
     /// The options every run starts from; a `--val-fraction` split is already made (`train.json`, `val.json`).
     var training: FineTuneOptions
@@ -31,9 +24,7 @@ struct AblationState: Codable {
     static let resultFileName = "result.json"
 
     init(runner: AblationRunner, training: FineTuneOptions) {
-        entries = runner.plan.entries.map {
-            Entry(name: $0.name, targets: $0.targets, rank: $0.rank, trainableParameters: $0.trainableParameters)
-        }
+        entries = runner.plan.entries
         skipped = runner.plan.skipped.map { Skipped(name: $0.name, reason: $0.reason) }
         self.training = training
         seeds = runner.seeds
@@ -41,9 +32,7 @@ struct AblationState: Codable {
     }
 
     var plan: AblationPlan {
-        AblationPlan(entries: entries.map {
-            AblationPlan.Entry(name: $0.name, targets: $0.targets, rank: $0.rank, trainableParameters: $0.trainableParameters)
-        }, skipped: skipped.map { ($0.name, $0.reason) })
+        AblationPlan(entries: entries, skipped: skipped.map { ($0.name, $0.reason) })
     }
 
     func write(to directory: String) throws {

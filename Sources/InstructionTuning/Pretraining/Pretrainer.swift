@@ -96,20 +96,10 @@ public final class Pretrainer {
         var lastLoss = state.loss ?? .nan
         while state.step < options.steps {
             if stopRequested() {
-                var checkpoint: String?
-                if state.step > 0 {
-                    // A checkpoint of this step exists when the run was saved or resumed here.
-                    let existing = out + "/checkpoint-\(state.step)"
-                    if FileManager.default.fileExists(atPath: existing + "/pretrain_state.json") {
-                        checkpoint = existing
-                    } else {
-                        let path = try saveCheckpoint()
-                        onEvent(.checkpoint(step: state.step, path: path))
-                        checkpoint = path
-                    }
-                }
-                throw TrainingInterrupted(step: state.step, totalSteps: options.steps, checkpoint: checkpoint,
-                                          runDirectory: out)
+                throw try TrainingInterrupted.stopping(
+                    at: state.step, of: options.steps, runDirectory: out,
+                    isSaved: { FileManager.default.fileExists(atPath: $0 + "/pretrain_state.json") },
+                    save: saveCheckpoint, onEvent: onEvent)
             }
             let stepStarted = Date()
             gradients.zero()

@@ -161,7 +161,11 @@ public final class FineTuner {
         let elapsedBefore = state.elapsed
         var lastLoss = state.loss ?? .nan
         while state.step < totalSteps {
-            if stopRequested() { throw try interrupt(onEvent) }
+            if stopRequested() {
+                throw try TrainingInterrupted.stopping(at: state.step, of: totalSteps, runDirectory: out,
+                                                       isSaved: TrainerCheckpoint.isComplete, save: saveCheckpoint,
+                                                       onEvent: onEvent)
+            }
             let stepStarted = Date()
             adapters.zeroGradients()
             // Micro-batches are built one at a time, twice (first to count the step's targets), so memory does
@@ -278,23 +282,6 @@ public final class FineTuner {
             warnings.append("the data files changed since the run started (\(options.data)): the resumed run continues on the new data, in a different order")
         }
         return warnings
-    }
-
-    /// Saves the state between two steps (unless a checkpoint of this step exists) and says how to go on.
-    private func interrupt(_ onEvent: (TrainingEvent) -> Void) throws -> TrainingInterrupted {
-        var checkpoint: String?
-        if state.step > 0 {
-            let existing = options.out + "/checkpoint-\(state.step)"
-            if TrainerCheckpoint.isComplete(existing) {
-                checkpoint = existing
-            } else {
-                let path = try saveCheckpoint()
-                onEvent(.checkpoint(step: state.step, path: path))
-                checkpoint = path
-            }
-        }
-        return TrainingInterrupted(step: state.step, totalSteps: totalSteps, checkpoint: checkpoint,
-                                   runDirectory: options.out)
     }
 
     /// Writes `checkpoint-STEP` atomically and removes all but the last `keep`.

@@ -17,3 +17,23 @@ public struct TrainingInterrupted: Error, Sendable {
         self.runDirectory = runDirectory
     }
 }
+
+extension TrainingInterrupted {
+    /// Stops a run between two steps: saves its state with `save` (reporting the checkpoint through `onEvent`),
+    /// unless no step was done or `isSaved` finds a complete checkpoint of this step (saved or resumed just here).
+    static func stopping(at step: Int, of totalSteps: Int, runDirectory: String, isSaved: (String) -> Bool,
+                         save: () throws -> String, onEvent: (TrainingEvent) -> Void) throws -> TrainingInterrupted {
+        var checkpoint: String?
+        if step > 0 {
+            let existing = runDirectory + "/checkpoint-\(step)"
+            if isSaved(existing) {
+                checkpoint = existing
+            } else {
+                let path = try save()
+                onEvent(.checkpoint(step: step, path: path))
+                checkpoint = path
+            }
+        }
+        return TrainingInterrupted(step: step, totalSteps: totalSteps, checkpoint: checkpoint, runDirectory: runDirectory)
+    }
+}

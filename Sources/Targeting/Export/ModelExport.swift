@@ -20,14 +20,6 @@ public enum ExportFormat: String, CaseIterable, Sendable {
 public enum ExportDType: String, CaseIterable, Sendable {
     case f32, f16, bf16, q8_0
 
-    public init(_ dtype: DType) {
-        switch dtype {
-        case .f32: self = .f32
-        case .f16: self = .f16
-        case .bf16: self = .bf16
-        }
-    }
-
     /// The safetensors dtype, nil for the GGUF-only Q8_0.
     public var safetensors: DType? {
         switch self {
