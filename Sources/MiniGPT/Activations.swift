@@ -7,7 +7,8 @@ import Tensors
 /// away from `gate` and `up`) are rebuilt in the backward when an adapter or a weight gradient needs them.
 /// Attention keeps one log-sum-exp per query and head instead of its (B, H, T, T) probabilities.
 final class LayerActivations {
-    let input: Tensor           // (N, D) the residual stream entering the block
+    /// (N, D) the residual stream entering the block; the scratch block is pointed at each block's input in turn
+    var input: Tensor
     let attentionRstd: Tensor   // (N)
     let q: Tensor               // (N, H·hd) after RoPE
     let k: Tensor               // (N, KVH·hd) after RoPE
@@ -19,8 +20,8 @@ final class LayerActivations {
     let gate: Tensor            // (N, F)
     let up: Tensor              // (N, F)
 
-    init(_ d: ModelDimensions, rows n: Int) {
-        input = Tensor(shape: [n, d.dim])
+    init(_ d: ModelDimensions, rows n: Int, input: Tensor? = nil) {
+        self.input = input ?? Tensor(shape: [n, d.dim])
         attentionRstd = Tensor(shape: [n])
         q = Tensor(shape: [n, d.qDim]); k = Tensor(shape: [n, d.kvDim]); v = Tensor(shape: [n, d.kvDim])
         logSumExp = Tensor(shape: [n, d.heads])
@@ -50,15 +51,25 @@ final class GradientBuffers {
 ///
 /// Blocks from `storedFrom` up keep their activations for the backward, one `LayerActivations` each; the blocks
 /// below (nothing to train there) and every block of a forward without backward run in one shared `scratch`,
-/// whose output overwrites its own input. Gradient buffers exist only once a backward has run. Each batch uses
-/// the first `rows` rows of every buffer (`prepare`): packed batches differ in rows from step to step.
+/// whose output overwrites its own input. With `recomputes` (gradient checkpointing) the blocks from `storedFrom`
+/// up keep only their input, `checkpoints`, and also run in the scratch; the backward runs each block's forward
+/// again from its checkpoint. Gradient buffers exist only once a backward has run. Each batch uses the first
+/// `rows` rows of every buffer (`prepare`): packed batches differ in rows from step to step.
 final class Activations {
     let capacity: Int
     /// Rows of the current batch.
     private(set) var rows = 0
     let storedFrom: Int
-    let stored: [LayerActivations]    // blocks storedFrom..<L
-    private var scratchLayer: LayerActivations?
+    /// Whether blocks from `storedFrom` up keep only their input (`checkpoints`) instead of `stored`.
+    let recomputes: Bool
+    let stored: [LayerActivations]    // blocks storedFrom..<L, without `recomputes`
+    let checkpoints: [Tensor]         // (N, D) inputs of blocks storedFrom..<L, with `recomputes`
+    /// Any block whose activations are not kept (allocated on first use: a run that keeps every block has none).
+    /// (With `recomputes` and no block below `storedFrom` it starts at a checkpoint: its own input would go unused.)
+    private lazy var scratch = LayerActivations(dims, rows: capacity,
+                                                input: recomputes && storedFrom == 0 ? checkpoints[0] : scratchInput)
+    /// The scratch block's own input, which blocks below `storedFrom` overwrite with their output.
+    private lazy var scratchInput = Tensor(shape: [capacity, dims.dim])
     let output: Tensor                // (N, D) the last block's output, input of the final norm
     private(set) var positions: [Int32] = []  // (rows) position of each row inside its sequence
     let normed: Tensor                // (N, D) an RMSNorm's output, input of the projections
@@ -71,11 +82,13 @@ final class Activations {
     private var gradientBuffers: GradientBuffers?
     private let dims: ModelDimensions
 
-    init(_ d: ModelDimensions, capacity n: Int, storedFrom: Int) {
+    init(_ d: ModelDimensions, capacity n: Int, storedFrom: Int, recomputes: Bool = false) {
         capacity = n
         self.storedFrom = storedFrom
+        self.recomputes = recomputes
         self.dims = d
-        stored = (storedFrom..<d.layers).map { _ in LayerActivations(d, rows: n) }
+        stored = recomputes ? [] : (storedFrom..<d.layers).map { _ in LayerActivations(d, rows: n) }
+        checkpoints = recomputes ? (storedFrom..<d.layers).map { _ in Tensor(shape: [n, d.dim]) } : []
         output = Tensor(shape: [n, d.dim])
         normed = Tensor(shape: [n, d.dim])
         hidden = Tensor(shape: [n, d.ffnDim])
@@ -101,19 +114,23 @@ final class Activations {
         if logitChunk.shape[0] < chunkRows { logitChunk = Tensor(shape: [chunkRows, dims.vocab]) }
     }
 
-    /// The activations of block `layer`: its own when kept, the shared scratch otherwise.
-    func layer(_ layer: Int) -> LayerActivations { layer >= storedFrom ? stored[layer - storedFrom] : scratch }
-
-    /// Any block whose activations are not kept (allocated on first use: a run that keeps every block has none).
-    private var scratch: LayerActivations {
-        if let s = scratchLayer { return s }
-        let s = LayerActivations(dims, rows: capacity)
-        scratchLayer = s
+    /// The activations of block `layer`: its own when kept, the shared scratch otherwise (with `recomputes`, the
+    /// scratch pointed at the block's checkpointed input).
+    func layer(_ layer: Int) -> LayerActivations {
+        if layer >= storedFrom && !recomputes { return stored[layer - storedFrom] }
+        let s = scratch
+        s.input = blockInput(layer)
         return s
     }
 
+    /// Where block `layer` reads its input; block 0's is where the embedding goes.
+    func blockInput(_ layer: Int) -> Tensor {
+        if layer < storedFrom { return scratchInput }
+        return recomputes ? checkpoints[layer - storedFrom] : stored[layer - storedFrom].input
+    }
+
     /// Where block `layer`'s output goes: the next block's input, or `output` after the last block.
-    func blockOutput(_ layer: Int) -> Tensor { layer + 1 < dims.layers ? self.layer(layer + 1).input : output }
+    func blockOutput(_ layer: Int) -> Tensor { layer + 1 < dims.layers ? blockInput(layer + 1) : output }
 
     /// The gradient scratch, allocated on the first backward.
     var gradients: GradientBuffers {

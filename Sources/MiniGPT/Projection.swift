@@ -62,9 +62,14 @@ public protocol ProjectionDelta: AnyObject {
                   rows: Int, frozenTermFolded: Bool)
 
     /// dInput[rows, inF] += ∂L/∂input through the delta; parameter gradients accumulate inside the delta.
-    /// Called after `forward` on the same input, before the next `forward`.
+    /// Called after `forward` on the same input, before the next `forward` (or after a replayed one).
     func backward(dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
                   rows: Int)
+
+    /// Makes the next `forward` draw the dropout mask of the last one again and leave the generator where that one
+    /// left it. Gradient checkpointing runs a block's forward a second time before its backward; both runs must
+    /// see the same mask for the backward to be the step's.
+    func replayLastDropout()
 }
 
 extension ProjectionDelta {

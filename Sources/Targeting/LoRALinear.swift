@@ -28,6 +28,8 @@ public final class LoRALinear: ProjectionDelta {
     public var dropout: Float
     /// The generator of the dropout masks; save and restore it to resume a run bit for bit.
     public var dropoutRNG: RandomGenerator
+    /// `dropoutRNG` before the last forward drew its mask, for `replayLastDropout`.
+    private var dropoutRNGBeforeLastMask: RandomGenerator
 
     public let a: Tensor            // (r, in)
     public let b: Tensor            // (out, r)
@@ -84,6 +86,7 @@ public final class LoRALinear: ProjectionDelta {
         self.scale = scale
         self.dropout = dropout
         self.dropoutRNG = RandomGenerator(seed: dropoutSeed)
+        dropoutRNGBeforeLastMask = dropoutRNG
         self.scratch = scratch
     }
 
@@ -109,6 +112,9 @@ public final class LoRALinear: ProjectionDelta {
             }
         }
     }
+
+    /// The next forward draws the last forward's dropout mask again (gradient checkpointing's second forward).
+    public func replayLastDropout() { dropoutRNG = dropoutRNGBeforeLastMask }
 
     /// out[N, out] += s · (dropout(x) Aᵀ) Bᵀ; dropout only when `training`.
     public func forward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, rows: Int, training: Bool) {
@@ -137,6 +143,7 @@ public final class LoRALinear: ProjectionDelta {
         reserve(rows: rows)
         lastRows = rows
         lastUsedDropout = training && dropout > 0
+        dropoutRNGBeforeLastMask = dropoutRNG
         guard lastUsedDropout else { return input }
         // Inverted dropout as PyTorch: keep with probability 1−p, scale kept values by 1/(1−p).
         let count = rows * inFeatures, keep = 1 - dropout

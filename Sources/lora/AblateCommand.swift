@@ -30,6 +30,7 @@ struct Ablate: ParsableCommand {
     var resume: String?
     @OptionGroup var training: TrainingOptions
     @Option(help: "A YAML file of options; command-line flags override it.") var config: String?
+    @OptionGroup var gradCheckpoint: GradientCheckpointOption
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -43,13 +44,14 @@ struct Ablate: ParsableCommand {
 
     func run() throws {
         runtime.apply()
-        let runner: AblationRunner
+        var runner: AblationRunner
         if let resume {
             runner = try AblationRunner.resume(directory: resume)
             printError("resuming the ablation in \(runner.out)")
         } else {
             runner = try newRunner(base: base ?? "", data: data ?? "", out: out ?? "")
         }
+        runner.gradientCheckpointing = gradCheckpoint.enabled
         for (name, reason) in runner.plan.skipped { printError("skipping \(name): \(reason)") }
         for entry in runner.plan.entries {
             printError("\(entry.name): rank \(entry.rank), \(entry.trainableParameters) trainable parameters")

@@ -47,6 +47,7 @@ struct Bench: ParsableCommand {
     var gemm = "lorakit"
     @Flag(help: "DoRA adapters (PEFT's use_dora) instead of plain LoRA.") var dora = false
     @Flag(help: "Print each step's time to stderr.") var verbose = false
+    @OptionGroup var gradCheckpoint: GradientCheckpointOption
     @OptionGroup var quantization: QuantizationOptions
 
     var options: BenchmarkOptions {
@@ -54,6 +55,7 @@ struct Bench: ParsableCommand {
         o.dim = dim; o.layers = layers; o.heads = heads; o.kvHeads = kvHeads; o.hidden = hidden; o.vocab = vocab
         o.seq = seq; o.batch = batch; o.targets = targets; o.rank = rank; o.steps = steps; o.warmup = warmup
         o.threads = threads; o.seed = seed; o.gemm = gemm; o.dora = dora
+        o.gradCheckpoint = gradCheckpoint.enabled
         o.quantize = quantization.quantize; o.doubleQuant = quantization.doubleQuant
         o.sgemmSizes = sgemmSizes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) ?? 0 }
         return o
@@ -67,6 +69,9 @@ struct Bench: ParsableCommand {
         if saveModel != nil && generate != nil { throw ValidationError("--save-model and --generate are separate runs") }
         if dora && (generate != nil || saveModel != nil) {
             throw ValidationError("--dora goes with training runs (not --generate or --save-model)")
+        }
+        if gradCheckpoint.enabled && (generate != nil || saveModel != nil) {
+            throw ValidationError("--grad-checkpoint goes with training runs (not --generate or --save-model)")
         }
         if saveModel != nil && quantization.quantize != "none" {
             throw ValidationError("--save-model writes the F32 model; quantize it when loading (--quantize on the command that uses it)")

@@ -8,7 +8,7 @@ import Yams
 /// on or leaves it off; a list repeats the option.
 enum ConfigFile {
     /// Options that are flags (no value) in some subcommand.
-    static let flags: Set<String> = ["rslora", "dora", "adalora", "skip-long", "overwrite", "no-generate"]
+    static let flags: Set<String> = ["rslora", "dora", "adalora", "skip-long", "overwrite", "no-generate", "grad-checkpoint"]
 
     /// `arguments` (without the program name) with the file's options inserted after the subcommand names.
     static func expand(_ arguments: [String]) throws -> [String] {

@@ -29,6 +29,7 @@ struct Finetune: ParsableCommand {
     var resume: String?
     @Flag(help: "Replace --out if it exists.") var overwrite = false
     @Option(help: "A YAML file of options; command-line flags override it.") var config: String?
+    @OptionGroup var gradCheckpoint: GradientCheckpointOption
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -60,6 +61,7 @@ struct Finetune: ParsableCommand {
         } else {
             tuner = try FineTuner(options: try options())
         }
+        tuner.model.gradientCheckpointing = gradCheckpoint.enabled
         let weights = tuner.model.weights
         if weights.isQuantized {
             let bytes = weights.projectionBytes

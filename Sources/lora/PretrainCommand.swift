@@ -40,6 +40,7 @@ struct Pretrain: ParsableCommand {
     @Flag(help: "Replace --out if it exists.") var overwrite = false
     @Option(help: "Continue the interrupted run in this output directory.") var resume: String?
     @Option(help: "A YAML file of options; command-line flags override it.") var config: String?
+    @OptionGroup var gradCheckpoint: GradientCheckpointOption
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -67,6 +68,7 @@ struct Pretrain: ParsableCommand {
             o.evalEvery = evalEvery; o.saveEvery = saveEvery; o.keep = keep; o.seed = seed; o.overwrite = overwrite
             trainer = try Pretrainer(options: o)
         }
+        trainer.model.gradientCheckpointing = gradCheckpoint.enabled
         let printer = TrainingPrinter(describeData: { train, validation, _, _ in
             "corpus: \(train) training tokens, \(validation) held out"
         }, parameterNoun: "parameters")

@@ -44,6 +44,18 @@ final class BenchCommandTests: XCTestCase {
                            mentions: "--dora goes with training runs")
     }
 
+    /// `--grad-checkpoint`: the JSON says so and the steps compute the same loss.
+    func testGradientCheckpointing() throws {
+        let steps = ["--targets", "all", "--steps", "2"]
+        let plain = try json(try Lora.run(["bench"] + tiny + steps))
+        let checkpointed = try json(try Lora.run(["bench"] + tiny + steps + ["--grad-checkpoint"]))
+        XCTAssertEqual(plain["grad_checkpoint"] as? Bool, false)
+        XCTAssertEqual(checkpointed["grad_checkpoint"] as? Bool, true)
+        XCTAssertEqual(checkpointed["loss"] as? Double, plain["loss"] as? Double)
+        assertCleanFailure(try Lora.run(["bench"] + tiny + ["--grad-checkpoint", "--generate", "2"]),
+                           mentions: "--grad-checkpoint goes with training runs")
+    }
+
     func testGenerationMode() throws {
         let object = try json(try Lora.run(["bench"] + tiny + ["--generate", "3", "--prompt-tokens", "4"]))
         XCTAssertEqual(object["new_tokens"] as? Int, 3)

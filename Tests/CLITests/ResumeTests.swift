@@ -181,6 +181,28 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(checkpoints(out), ["checkpoint-8", "checkpoint-9"])
     }
 
+    /// `--grad-checkpoint` recomputes activations instead of keeping them: the run (dropout, every projection
+    /// adapted, accumulation, validation) ends with the same adapter and losses, and a run killed with it resumes
+    /// without it (and the other way round) to the same bits.
+    func testGradientCheckpointingGivesTheSameRunAndMixesWithResume() throws {
+        let reference = try referenceRun()
+        let checkpointed = directory + "/checkpointed"
+        let run = try Lora.run(arguments(out: checkpointed) + ["--grad-checkpoint"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        try assertSameRun(checkpointed, as: reference)
+
+        let mixed = directory + "/mixed"
+        let killed = try LoraBackgroundRun(arguments(out: mixed) + ["--grad-checkpoint"])
+        XCTAssertTrue(killed.wait(until: { self.metricsLines(mixed).count >= 4 }), "the run ended first")
+        XCTAssertTrue(killed.kill(), "the run had finished")
+        let again = try LoraBackgroundRun(["finetune", "--resume", mixed, "--threads", "1"])
+        XCTAssertTrue(again.wait(until: { self.metricsLines(mixed).count >= 7 }), "the resumed run ended first")
+        XCTAssertTrue(again.kill(), "the resumed run had finished")
+        let finished = try Lora.run(["finetune", "--resume", mixed, "--threads", "1", "--grad-checkpoint"])
+        XCTAssertEqual(finished.status, 0, finished.stderr)
+        try assertSameRun(mixed, as: reference)
+    }
+
     /// Ctrl-C and SIGTERM: the run finishes its step, saves it (there are no periodic checkpoints here), says how
     /// to continue and exits with 128 + the signal; a second Ctrl-C ends it at once. Resumed after each, the run
     /// ends with the uninterrupted run's bits. (docs/bad-inputs.md R09)

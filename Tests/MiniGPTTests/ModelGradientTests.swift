@@ -87,6 +87,37 @@ final class ModelGradientTests: XCTestCase {
         }
     }
 
+    /// Full-parameter training with gradient checkpointing: the loss and every weight gradient are the same bits
+    /// as with every block's activations kept, on padded and packed batches; only block inputs are kept.
+    func testGradientCheckpointingGivesTheSameBits() throws {
+        Threads.set(2)
+        let config = Self.tinyConfig(tied: true)
+        let (weights, _) = LlamaWeights.random(config: config, seed: 5)
+        var results: [[UInt32]] = []
+        for checkpointing in [false, true] {
+            let model = LlamaModel(weights: weights)
+            model.gradientCheckpointing = checkpointing
+            let (grads, _) = LlamaWeights.zeros(config: config)
+            model.weightGradients = grads
+            var bits: [UInt32] = []
+            for packed in [false, true] {
+                for (_, g) in grads.named { g.zero() }
+                let batch = Self.batch(packed: packed)
+                let loss = try model.loss(batch, backward: true, gradScale: 1 / Float(batch.targetCount))
+                bits.append(contentsOf: [UInt32(truncatingIfNeeded: loss.sum.bitPattern),
+                                         UInt32(truncatingIfNeeded: loss.sum.bitPattern >> 32)])
+                bits.append(contentsOf: grads.named.flatMap { $0.1.array.map(\.bitPattern) })
+            }
+            let activations = try XCTUnwrap(model.activations)
+            XCTAssertEqual(activations.recomputes, checkpointing)
+            XCTAssertEqual(activations.stored.count, checkpointing ? 0 : config.numHiddenLayers)
+            XCTAssertEqual(activations.checkpoints.count, checkpointing ? config.numHiddenLayers : 0)
+            results.append(bits)
+        }
+        XCTAssertEqual(results[0].count, results[1].count)
+        XCTAssertTrue(results[0] == results[1], "losses or gradients differ with gradient checkpointing")
+    }
+
     /// Same inputs, same thread count: the same bits.
     func testLossIsDeterministic() throws {
         Threads.set(2)

@@ -31,6 +31,8 @@ public struct AblationRunner {
     public let out: String
     /// Exact match is measured on at most this many validation records (greedy generation is the slow part).
     public var evalLimit: Int = 100
+    /// Gradient checkpointing in every run (`LlamaModel.gradientCheckpointing`): less memory, the same results.
+    public var gradientCheckpointing = false
     /// Set when this runner continues an ablation in `out` (`resume(directory:)`): finished runs are read back,
     /// an interrupted one continues from its checkpoint.
     private var continuing = false
@@ -114,6 +116,7 @@ public struct AblationRunner {
                 let started = continuing && FileManager.default.fileExists(atPath: options.out + "/" + TrainerCheckpoint.runFileName)
                 let checkpoint = started ? try TrainerCheckpoint.latest(in: options.out) : nil
                 let tuner = try FineTuner(options: checkpoint?.options ?? options, resume: checkpoint)
+                tuner.model.gradientCheckpointing = gradientCheckpointing
                 let summary: TrainingSummary
                 do {
                     summary = try tuner.run({ onEvent(.training($0)) }, stopRequested: stopRequested)

@@ -31,6 +31,8 @@ public struct BenchmarkOptions: Codable, Equatable, Sendable {
     public var doubleQuant = true
     /// DoRA adapters instead of plain LoRA (`--dora`).
     public var dora = false
+    /// Gradient checkpointing (`--grad-checkpoint`): block activations recomputed in the backward.
+    public var gradCheckpoint = false
     /// The matrix-product kernel (`--gemm`): `lorakit` or `openblas` (`GEMM.Kernel`).
     public var gemm = "lorakit"
 

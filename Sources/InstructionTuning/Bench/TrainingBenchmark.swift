@@ -40,9 +40,12 @@ public struct BenchmarkResult: Codable, Sendable {
     public var baseWeightFraction = 1.0
     /// Whether the adapters were DoRA (`--dora`).
     public var dora = false
+    /// Whether the step ran with gradient checkpointing (`--grad-checkpoint`; the FLOP count stays without it).
+    public var gradCheckpoint = false
 
     enum CodingKeys: String, CodingKey {
         case impl, params, trainable, threads, loss, gemm, dora
+        case gradCheckpoint = "grad_checkpoint"
         case tokensPerSecond = "tokens_per_s", stepSeconds = "step_s", stepSecondsMedian = "step_s_median"
         case peakRSSMiB = "peak_rss_mib", flopsPerToken = "flops_per_token", gflops
         case sgemmPeakGflops = "sgemm_peak_gflops", sgemmFraction = "sgemm_fraction"
@@ -95,6 +98,7 @@ public enum TrainingBenchmark {
         let weights = quantization == .none ? LlamaWeights.random(config: config, seed: options.seed).weights
             : try LlamaWeights.random(config: config, seed: options.seed, quantization: quantization)
         let model = LlamaModel(weights: weights)
+        model.gradientCheckpointing = options.gradCheckpoint
         let targets = try TargetSelection.parseTargets(options.targets)
         let loraConfig = LoRAConfig(targets: targets, layers: nil, r: options.rank, loraAlpha: Double(2 * options.rank),
                                     useDora: options.dora)
@@ -143,6 +147,7 @@ public enum TrainingBenchmark {
             threads: Threads.count, loss: loss)
         result.quantize = options.quantize
         result.dora = options.dora
+        result.gradCheckpoint = options.gradCheckpoint
         (result.baseWeightBytes, result.baseWeightBytesF32) = weights.projectionBytes
         result.baseWeightFraction = Double(result.baseWeightBytes) / Double(max(1, result.baseWeightBytesF32))
         return result

@@ -21,6 +21,8 @@ public final class SVDLinear: ProjectionDelta {
     public var trainable = true
     public var dropout: Float
     public var dropoutRNG: RandomGenerator
+    /// `dropoutRNG` before the last forward drew its mask, for `replayLastDropout`.
+    private var dropoutRNGBeforeLastMask: RandomGenerator
 
     public let a: Tensor            // (r, in)
     public let e: Tensor            // (r)
@@ -56,6 +58,7 @@ public final class SVDLinear: ProjectionDelta {
         self.scale = scale
         self.dropout = dropout
         dropoutRNG = RandomGenerator(seed: dropoutSeed)
+        dropoutRNGBeforeLastMask = dropoutRNG
         self.scratch = scratch
     }
 
@@ -83,11 +86,15 @@ public final class SVDLinear: ProjectionDelta {
         }
     }
 
+    /// The next forward draws the last forward's dropout mask again (gradient checkpointing's second forward).
+    public func replayLastDropout() { dropoutRNG = dropoutRNGBeforeLastMask }
+
     /// out[N, out] += s · ((dropout(x) Aᵀ) ⊙ eᵀ) Bᵀ; dropout only when `training`.
     public func forward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, rows: Int, training: Bool) {
         reserve(rows: rows)
         lastRows = rows
         lastUsedDropout = training && dropout > 0
+        dropoutRNGBeforeLastMask = dropoutRNG
         if rank == 0 { return }
         var x = input
         if lastUsedDropout {
