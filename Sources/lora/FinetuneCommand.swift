@@ -9,15 +9,16 @@ struct Finetune: ParsableCommand {
         abstract: "Fine-tune a base model on instruction data with LoRA; writes a PEFT adapter.",
         discussion: """
             Data is a JSON array or JSONL of records: {"instruction", "input" (optional), "output"} (Alpaca, put into \
-            --template), {"prompt", "completion"} (the prompt as it is, no template) or {"text"} (every token \
-            learned). The output \
+            --template), {"prompt", "completion"} (the prompt as it is, no template), {"text"} (every token \
+            learned) or {"messages": [{"role", "content"}, …]} (a conversation in --chat-template, every assistant \
+            message learned). The output \
             directory gets adapter_config.json and adapter_model.safetensors (Hugging Face PEFT's layout), \
             metrics.jsonl and checkpoint-N directories for --resume. Options can also come from --config FILE.yaml \
             (keys are option names, e.g. `rank: 8`, `lr-schedule: cosine`); flags on the command line win.
             """)
 
     @Option(help: "Base model directory (Hugging Face layout).") var base: String?
-    @Option(help: "Training data: JSON array or JSONL of instruction/input/output, prompt/completion or text records.") var data: String?
+    @Option(help: "Training data: JSON array or JSONL of instruction/input/output, prompt/completion, text or messages records.") var data: String?
     @Option(help: "Output directory for the adapter, checkpoints and metrics.") var out: String?
     @Option(help: "Projections to adapt: q,k,v,o,gate,up,down, attn, ffn, all, or HF names (q_proj …).")
     var targets: String = "q,v"
@@ -102,6 +103,8 @@ struct TrainingOptions: ParsableArguments {
     var initialization: String = "kaiming"
     @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
     var template: String = "alpaca"
+    @Option(help: "Chat template for {\"messages\": [{\"role\", \"content\"}]} records: llama2, zephyr, or a JSON file with user, assistant (and system) texts holding {content}.")
+    var chatTemplate: String = "llama2"
     @Option(help: "Loss on the response only (true) or on prompt and response (false).") var maskPrompt: Bool = true
     @Option(help: "Longest example in tokens; longer ones are truncated (or skipped with --skip-long).")
     var maxSeqLen: Int = 256
@@ -126,7 +129,8 @@ struct TrainingOptions: ParsableArguments {
     func options(base: String, data: String, out: String) -> FineTuneOptions {
         var o = FineTuneOptions(base: base, data: data, out: out)
         o.layers = layers; o.rank = rank; o.alpha = alpha; o.dropout = dropout
-        o.rslora = rslora; o.dora = dora ? true : nil; o.initialization = initialization; o.template = template; o.maskPrompt = maskPrompt
+        o.rslora = rslora; o.dora = dora ? true : nil; o.initialization = initialization; o.template = template
+        o.chatTemplate = chatTemplate == ChatTemplate.llama2.name ? nil : chatTemplate; o.maskPrompt = maskPrompt
         o.maxSeqLen = maxSeqLen; o.skipLong = skipLong; o.epochs = epochs; o.steps = steps
         o.batchSize = batchSize; o.gradAccum = gradAccum; o.lr = lr; o.lrSchedule = lrSchedule
         o.warmupSteps = warmupSteps; o.weightDecay = weightDecay; o.maxGradNorm = maxGradNorm

@@ -11,7 +11,9 @@ struct Generate: ParsableCommand {
         abstract: "Generate a response to an instruction.",
         discussion: """
             The instruction (and optional input) is formatted with the prompt template, as in fine-tuning (--template, \
-            Alpaca by default); --prompt sends raw text instead. Greedy at --temperature 0 (the default).
+            Alpaca by default); --prompt sends raw text instead. With --chat-template the instruction is a user \
+            message of a conversation (after --system, if given), written as in fine-tuning on {"messages"} records. \
+            Greedy at --temperature 0 (the default).
 
             --prompts FILE.jsonl answers many prompts with one loaded base, each with its own adapters: one JSON \
             object per line, {"instruction": …, "input": …, "adapters": ["DIR", "DIR2:0.5"]} (or "adapter": "DIR", \
@@ -36,6 +38,12 @@ struct Generate: ParsableCommand {
     @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
     var template: String = "alpaca"
 
+    @Option(help: "Send --instruction as a user message in this chat template (llama2, zephyr, or a JSON file), as conversation records are trained.")
+    var chatTemplate: String?
+
+    @Option(help: "With --chat-template: a system message before the instruction.")
+    var system: String?
+
     @Option(help: "Maximum number of new tokens.")
     var maxNewTokens: Int = 128
 
@@ -55,6 +63,10 @@ struct Generate: ParsableCommand {
             throw ValidationError("give exactly one of --instruction, --prompt or --prompts")
         }
         if input != nil && instruction == nil { throw ValidationError("--input goes with --instruction") }
+        if chatTemplate != nil && (instruction == nil || input != nil || template != "alpaca") {
+            throw ValidationError("--chat-template sends --instruction as a user message (without --input or --template)")
+        }
+        if system != nil && chatTemplate == nil { throw ValidationError("--system goes with --chat-template") }
         if prompt != nil && template != "alpaca" { throw ValidationError("--template formats --instruction; --prompt is sent as it is") }
         if maxNewTokens < 1 { throw ValidationError("--max-new-tokens must be at least 1, got \(maxNewTokens)") }
         // The KV cache is allocated up front for prompt + new tokens.
@@ -69,8 +81,19 @@ struct Generate: ParsableCommand {
         let promptTemplate = try PromptTemplate.named(template)
         let (loaded, tokenizer) = try model.load(inMemory: true)
         let weights = loaded.weights
-        let text = prompt ?? promptTemplate.prompt(instruction: instruction ?? "", input: input ?? "")
-        let promptIDs = [Int32(weights.config.bosTokenId)] + tokenizer.encode(text)
+        let promptIDs: [Int32]
+        if let chatTemplate {
+            var encoder = ExampleEncoder(tokenizer: tokenizer, bosId: Int32(weights.config.bosTokenId),
+                                         eosId: Int32(weights.config.eosTokenId), maxSeqLen: 2)
+            encoder.chatTemplate = try ChatTemplate.named(chatTemplate)
+            let conversation = (system.map { [ChatMessage(role: .system, content: $0)] } ?? [])
+                + [ChatMessage(role: .user, content: instruction ?? "")]
+            if let problem = encoder.chatTemplate.problem(with: conversation) { throw LoRAKitError(problem) }
+            promptIDs = encoder.promptIDs(conversation: conversation)
+        } else {
+            let text = prompt ?? promptTemplate.prompt(instruction: instruction ?? "", input: input ?? "")
+            promptIDs = [Int32(weights.config.bosTokenId)] + tokenizer.encode(text)
+        }
         let generator = Generator(model: loaded, capacity: promptIDs.count + maxNewTokens)
         var sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
         let eos = Int32(weights.config.eosTokenId)

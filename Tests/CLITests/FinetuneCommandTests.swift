@@ -64,6 +64,50 @@ final class FinetuneCommandTests: XCTestCase {
         XCTAssertEqual(generate.status, 0, generate.stderr)
     }
 
+    /// Conversation records: fine-tuned in the zephyr template (kept in the run's options, so a resume uses it),
+    /// evaluated, and answered by `generate --chat-template`; a conversation the template cannot write, an unknown
+    /// template and options that do not go together fail cleanly.
+    func testConversationDataTrainsEvaluatesAndGenerates() throws {
+        let dir = try Lora.temporaryDirectory()
+        let chat = dir + "/chat.jsonl"
+        let lines = (0..<6).map { i in
+            #"{"messages": [{"role": "system", "content": "Answer with a number."}, {"role": "user", "content": "\#(i) plus \#(i)?"}, {"role": "assistant", "content": "\#(2 * i)"}, {"role": "user", "content": "and minus \#(i)?"}, {"role": "assistant", "content": "\#(i)"}]}"#
+        }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: chat, atomically: true, encoding: .utf8)
+        let out = dir + "/run"
+        let run = try Lora.run(["finetune", "--base", gqa, "--data", chat, "--out", out, "--steps", "2", "--batch-size", "2",
+                                "--chat-template", "zephyr", "--save-every", "1"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let options = try String(contentsOfFile: out + "/run_options.json", encoding: .utf8)
+        XCTAssertTrue(options.contains("zephyr"), options)
+        XCTAssertEqual(try Lora.run(["finetune", "--resume", out]).status, 0)
+
+        let eval = try Lora.run(["eval", "--base", gqa, "--adapter", out, "--data", chat, "--chat-template", "zephyr", "--limit", "2"])
+        XCTAssertEqual(eval.status, 0, eval.stderr)
+        let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(eval.stdout.utf8)) as? [String: Any])
+        let examples = try XCTUnwrap(report["examples"] as? [[String: Any]])
+        XCTAssertEqual(examples.first?["expected"] as? String, "0")
+        XCTAssertEqual(examples.first?["instruction"] as? String, "and minus 0?")
+
+        let generate = try Lora.run(["generate", "--base", gqa, "--adapter", out, "--chat-template", "zephyr",
+                                     "--system", "Answer with a number.", "--instruction", "3 plus 3?", "--max-new-tokens", "3"])
+        XCTAssertEqual(generate.status, 0, generate.stderr)
+        assertCleanFailure(try Lora.run(["generate", "--base", gqa, "--chat-template", "zephyr", "--instruction", "a",
+                                         "--input", "b"]), mentions: "--chat-template sends --instruction as a user message")
+        assertCleanFailure(try Lora.run(["generate", "--base", gqa, "--system", "s", "--instruction", "a"]),
+                           mentions: "--system goes with --chat-template")
+
+        // llama2 (the default) needs users and assistants alternating.
+        let twoUsers = dir + "/two.jsonl"
+        try #"{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]}"#
+            .write(toFile: twoUsers, atomically: true, encoding: .utf8)
+        assertCleanFailure(try Lora.run(["finetune", "--base", gqa, "--data", twoUsers, "--out", dir + "/two", "--steps", "1"]),
+                           mentions: "two.jsonl: record 1: the llama2 chat template needs user and assistant messages alternating")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/two/adapter_model.safetensors"))
+        assertCleanFailure(try Lora.run(["finetune", "--base", gqa, "--data", chat, "--out", dir + "/x", "--steps", "1",
+                                         "--chat-template", "vicuna"]), mentions: "unknown chat template \"vicuna\"")
+    }
+
     func testBadFinetuneInputsFailCleanlyAndWriteNothing() throws {
         let dir = try Lora.temporaryDirectory()
         let out = dir + "/never"

@@ -57,6 +57,81 @@ final class DataEncodingTests: DataTestCase {
         XCTAssertEqual(examples[1].targetCount(maskPrompt: true), examples[1].ids.count - 1)
     }
 
+    /// A conversation in the llama2 template: one BOS per turn, the system message inside the first turn, every
+    /// assistant message and its EOS learned, nothing else; in the zephyr template and a template file: role
+    /// headers, EOS after each message. Truncation keeps the learned ranges inside the ids; the batch's targets are
+    /// exactly the learned tokens; the evaluation prompt ends where the last answer starts.
+    func testConversationLearnsEveryAssistantMessage() throws {
+        let tokenizer = try tokenizer()
+        var encoder = ExampleEncoder(tokenizer: tokenizer, maxSeqLen: 4096)
+        let conversation = InstructionRecord(messages: [
+            ChatMessage(role: .system, content: "Be brief."), ChatMessage(role: .user, content: "Say hello."),
+            ChatMessage(role: .assistant, content: "Hello there!"), ChatMessage(role: .user, content: "Add 2 and 3."),
+            ChatMessage(role: .assistant, content: "The sum is 5."),
+        ])
+        let e = tokenizer.encode
+        let turn1 = e("[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nSay hello. [/INST]"), answer1 = e("Hello there!")
+        let turn2 = e("[INST] Add 2 and 3. [/INST]"), answer2 = e("The sum is 5.")
+        let llama = try encoder.encode([conversation]).examples[0]
+        XCTAssertEqual(llama.ids, [1] + turn1 + answer1 + [2] + [1] + turn2 + answer2 + [2])
+        let first = 1 + turn1.count, second = first + answer1.count + 2 + turn2.count
+        XCTAssertEqual(llama.learnedRanges, [first..<(first + answer1.count + 1), second..<(second + answer2.count + 1)])
+        XCTAssertEqual(llama.promptLength, first)
+        XCTAssertEqual(llama.targetCount(maskPrompt: true), answer1.count + answer2.count + 2)
+        XCTAssertEqual(encoder.promptIDs(for: conversation), [1] + turn1 + answer1 + [2] + [1] + turn2)
+
+        let batch = Batcher.makeTokenBatch([llama], maskPrompt: true)
+        let learned = batch.targets.enumerated().filter { $0.element >= 0 }.map { $0.offset + 1 }
+        XCTAssertEqual(learned, Array(llama.learnedRanges![0]) + Array(llama.learnedRanges![1]))
+        XCTAssertEqual(Batcher.makeTokenBatch([llama], maskPrompt: false).targets.filter { $0 >= 0 }.count, llama.ids.count - 1)
+
+        encoder.chatTemplate = .zephyr
+        let zephyr = try encoder.encode([conversation]).examples[0]
+        let header = { (role: String, newline: Bool) in e((newline ? "\n" : "") ) + e("<|\(role)|>\n") }
+        XCTAssertEqual(zephyr.ids, [1] + e("<|system|>\n") + e("Be brief.") + [2] + header("user", true) + e("Say hello.") + [2]
+                       + header("assistant", true) + answer1 + [2] + header("user", true) + e("Add 2 and 3.") + [2]
+                       + header("assistant", true) + answer2 + [2])
+        XCTAssertEqual(zephyr.learnedRanges?.count, 2)
+        XCTAssertEqual(zephyr.targetCount(maskPrompt: true), answer1.count + answer2.count + 2)
+        XCTAssertEqual(Array(encoder.promptIDs(for: conversation).suffix(header("assistant", true).count)), header("assistant", true))
+
+        // A template file; truncation inside the second answer keeps what fits of it.
+        let file = try write("chat.json", #"{"user": "U: {content}", "assistant": "A: {content}", "separator": "\n"}"#)
+        encoder.chatTemplate = try ChatTemplate.named(file)
+        assertError(try encoder.encode([conversation]), contains: ["record 1: the chat template", "has no \"system\" text"])
+        let plain = InstructionRecord(messages: Array(conversation.messages!.dropFirst()))
+        let full = try encoder.encode([plain]).examples[0]
+        encoder.maxSeqLen = full.learnedRanges![1].lowerBound + 2
+        let cut = try encoder.encode([plain])
+        XCTAssertEqual(cut.truncated, 1)
+        XCTAssertEqual(cut.examples[0].learnedRanges, [full.learnedRanges![0], full.learnedRanges![1].lowerBound..<encoder.maxSeqLen])
+        XCTAssertEqual(cut.examples[0].targetCount(maskPrompt: true), full.learnedRanges![0].count + 2)
+    }
+
+    /// What a chat template cannot write is refused before any work, naming the conversation; template files with
+    /// something missing or malformed are clear errors.
+    func testChatTemplateProblemsAreClearErrors() throws {
+        let tokenizer = try tokenizer()
+        let encoder = ExampleEncoder(tokenizer: tokenizer, maxSeqLen: 4096)
+        let twoUsers = InstructionRecord(messages: [ChatMessage(role: .user, content: "a"), ChatMessage(role: .user, content: "b"),
+                                                    ChatMessage(role: .assistant, content: "c")])
+        assertError(try encoder.encode([records[0], twoUsers]),
+                    contains: ["record 2: the llama2 chat template needs user and assistant messages alternating", "message 2 is user"])
+        assertError(try ChatTemplate.named("vicuna"), contains: ["unknown chat template \"vicuna\": use \"llama2\", \"zephyr\""])
+        let cases: [(String, String)] = [
+            (#"["x"]"#, "a chat template is a JSON object"),
+            (#"{"user": "{content}"}"#, "the chat template has no \"assistant\" text"),
+            (#"{"user": "{content}", "assistant": 3}"#, "the chat template's \"assistant\" is a number, not a string"),
+            (#"{"user": "U:", "assistant": "{content}"}"#, "the chat template's \"user\" must hold {content} exactly once, found it 0 times"),
+            (#"{"user": "{content}", "assistant": "{content}", "separator": 1}"#, "\"separator\" is a number"),
+            (#"{"user": "{content}", "assistant": "{content}", "eos_after_every_message": "yes"}"#, "not true or false"),
+            ("{", "malformed JSON"),
+        ]
+        for (text, expected) in cases {
+            assertError(try ChatTemplate.named(try write("t.json", text)), contains: [expected])
+        }
+    }
+
     func testTokenBatchPacksTheExamplesAndMasksThePrompt() throws {
         let tokenizer = try tokenizer()
         let examples = try ExampleEncoder(tokenizer: tokenizer, maxSeqLen: 4096).encode(records).examples

@@ -54,7 +54,48 @@ final class DataLoadingTests: DataTestCase {
         assertError(try InstructionDataset.load(path: try write("t.jsonl", "{\"text\": 5}\n")),
                     contains: ["record 1 (line 1): field \"text\" is a number, not a string"])
         assertError(try InstructionDataset.load(path: try write("none.jsonl", "{\"question\": \"a\", \"answer\": \"b\"}\n")),
-                    contains: ["record 1 (line 1) has none of the fields of a record: \"instruction\" and \"output\" (and \"input\"), \"prompt\" and \"completion\", or \"text\""])
+                    contains: ["record 1 (line 1) has none of the fields of a record: \"instruction\" and \"output\" (and \"input\"), \"prompt\" and \"completion\", \"text\", or \"messages\""])
+    }
+
+    /// Conversation records ({"messages": [{"role", "content"}]}, OpenAI's and mlx-lm's chat data) beside the other
+    /// forms; written back as conversations; every way a conversation can be malformed is one clear error.
+    func testLoadsConversationRecordsAndWritesThemBack() throws {
+        let file = try write("chat.jsonl", """
+            {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}], "family": "greet"}
+            {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}, {"role": "user", "content": "and 3+3?"}, {"role": "assistant", "content": "6"}]}
+            {"prompt": "Q:", "completion": " A"}
+            """)
+        let records = try InstructionDataset.load(path: file)
+        XCTAssertEqual(records.count, 3)
+        XCTAssertEqual(records[0].messages, [ChatMessage(role: .system, content: "Be brief."),
+                                             ChatMessage(role: .user, content: "Hi"),
+                                             ChatMessage(role: .assistant, content: "Hello.")])
+        XCTAssertEqual(records[0].labels, ["family": "greet"])
+        XCTAssertEqual(records[1].instruction, "and 3+3?", "the last user message")
+        XCTAssertEqual(records[1].output, "6", "the last assistant message is the answer evaluation compares with")
+        XCTAssertNil(records[2].messages)
+        let copy = directory + "/copy.json"
+        try InstructionDataset.write(records, to: copy)
+        XCTAssertEqual(try InstructionDataset.load(path: copy).map(\.messages), records.map(\.messages))
+
+        func line(_ messages: String) throws -> String { try write("bad.jsonl", "{\"messages\": \(messages)}\n") }
+        let cases: [(String, String)] = [
+            ("\"hi\"", "record 1 (line 1): \"messages\" is a string, not an array of {\"role\", \"content\"} objects"),
+            ("[5]", "record 1 (line 1), message 1 is a number, not a {\"role\", \"content\"} object"),
+            ("[{\"content\": \"x\"}]", "record 1 (line 1), message 1 has no \"role\""),
+            ("[{\"role\": \"tool\", \"content\": \"x\"}]", "record 1 (line 1), message 1: role \"tool\" is not one of system, user, assistant"),
+            ("[{\"role\": 3, \"content\": \"x\"}]", "message 1: \"role\" is a number, not a string"),
+            ("[{\"role\": \"user\"}]", "record 1 (line 1), message 1 has no \"content\""),
+            ("[{\"role\": \"user\", \"content\": [\"x\"]}]", "message 1: \"content\" is an array, not a string"),
+            ("[{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"system\", \"content\": \"b\"}]",
+             "message 2 is a system message; a system message may only come first"),
+            ("[{\"role\": \"assistant\", \"content\": \"a\"}]", "record 1 (line 1): the conversation has no user message"),
+            ("[{\"role\": \"user\", \"content\": \"a\"}]", "the conversation must end with an assistant message (the answer to learn), ends with a user message"),
+            ("[]", "the conversation has no user message"),
+        ]
+        for (messages, expected) in cases {
+            assertError(try InstructionDataset.load(path: try line(messages)), contains: [expected])
+        }
     }
 
     func testLoadsJSONLWithBlankLinesAndCRLF() throws {

@@ -126,6 +126,7 @@ public struct AblationRunner {
                 var evaluator = Evaluator(model: tuner.model, tokenizer: tuner.tokenizer,
                                           template: try PromptTemplate.named(options.template))
                 evaluator.maxSeqLen = options.maxSeqLen
+                evaluator.chatTemplate = try ChatTemplate.named(options.chatTemplateName)
                 let records = try validationRecords(options)
                 let report = try evaluator.evaluate(Array(records.prefix(evalLimit)))
                 let result = AblationResult(targets: entry.name, rank: entry.rank,

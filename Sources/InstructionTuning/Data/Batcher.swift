@@ -53,10 +53,10 @@ public struct Batcher {
     public static func makeTokenBatch(_ examples: [EncodedExample], maskPrompt: Bool) -> TokenBatch {
         precondition(!examples.isEmpty, "a batch needs at least one example")
         let targets = examples.map { example -> [Int32] in
-            // The target at position i is ids[i + 1]; masked, it counts only from the first output token on.
-            let firstTarget = maskPrompt ? max(example.promptLength, 1) - 1 : 0
-            return example.ids.indices.map { i in
-                i >= firstTarget && i + 1 < example.ids.count ? example.ids[i + 1] : -1
+            // The target at position i is ids[i + 1]; masked, it counts only where that token is learned (the
+            // output and EOS; a conversation's assistant messages).
+            example.ids.indices.map { i in
+                i + 1 < example.ids.count && (!maskPrompt || example.isLearned(i + 1)) ? example.ids[i + 1] : -1
             }
         }
         return TokenBatch(packing: examples.map(\.ids), targets: targets)

@@ -3,23 +3,38 @@ import MiniGPT
 import Tensors
 import Tokenizer
 
-/// One tokenized training example: `[BOS] + encode(prompt) + encode(output) + [EOS]`, possibly truncated.
+/// One tokenized training example: `[BOS] + encode(prompt) + encode(output) + [EOS]`, possibly truncated; or a
+/// conversation in its chat template.
 public struct EncodedExample: Equatable, Hashable, Sendable {
     /// The token ids, BOS first.
     public var ids: [Int32]
     /// How many leading ids are BOS and prompt: with the prompt masked, the target at position i (`ids[i + 1]`)
     /// counts only when `i + 1 >= promptLength`, so the targets are the output tokens and the EOS.
     public var promptLength: Int
+    /// A conversation's learned tokens (its assistant messages and their EOS), for a masked prompt; nil: every
+    /// token from `promptLength` on. `promptLength` is then where the first range starts.
+    public var learnedRanges: [Range<Int>]?
 
-    public init(ids: [Int32], promptLength: Int) {
+    public init(ids: [Int32], promptLength: Int, learnedRanges: [Range<Int>]? = nil) {
         self.ids = ids
         self.promptLength = promptLength
+        self.learnedRanges = learnedRanges
     }
 
-    /// The number of positions that carry a loss: `ids.count - promptLength` with the prompt masked,
-    /// `ids.count - 1` without.
+    /// Whether the token at `position` is learned (is a target) when the prompt is masked.
+    @inline(__always)
+    public func isLearned(_ position: Int) -> Bool {
+        guard position >= 1 && position < ids.count else { return false }
+        guard let learnedRanges else { return position >= promptLength }
+        return learnedRanges.contains { $0.contains(position) }
+    }
+
+    /// The number of positions that carry a loss: `ids.count - promptLength` with the prompt masked (a
+    /// conversation: its learned tokens), `ids.count - 1` without.
     public func targetCount(maskPrompt: Bool) -> Int {
-        maskPrompt ? max(0, ids.count - max(promptLength, 1)) : max(0, ids.count - 1)
+        guard maskPrompt else { return max(0, ids.count - 1) }
+        guard let learnedRanges else { return max(0, ids.count - max(promptLength, 1)) }
+        return learnedRanges.reduce(0) { $0 + max(0, min($1.upperBound, ids.count) - max($1.lowerBound, 1)) }
     }
 }
 
@@ -36,6 +51,8 @@ public struct ExampleEncoder {
 
     public let tokenizer: SentencePieceTokenizer
     public var template: PromptTemplate
+    /// How conversation (`messages`) records become tokens.
+    public var chatTemplate: ChatTemplate = .llama2
     public var bosId: Int32
     public var eosId: Int32
     /// Whether BOS and prompt positions carry no loss (the default); used by `tokenBatch(_:)`.
@@ -56,8 +73,27 @@ public struct ExampleEncoder {
         self.overflow = overflow
     }
 
+    /// This encoder with `template` for conversations.
+    public func withChatTemplate(_ template: ChatTemplate) -> ExampleEncoder {
+        var copy = self
+        copy.chatTemplate = template
+        return copy
+    }
+
     /// The full example of `record`, not truncated.
     public func encode(_ record: InstructionRecord) -> EncodedExample {
+        if let messages = record.messages {
+            var ids: [Int32] = [], ranges: [Range<Int>] = []
+            for (segment, learned) in chatTemplate.render(messages) {
+                let start = ids.count
+                ids += self.ids(of: segment)
+                guard learned, ids.count > start else { continue }
+                // a learned segment right after another extends its range (an answer and its EOS)
+                if let last = ranges.last, last.upperBound == start { ranges[ranges.count - 1] = last.lowerBound..<ids.count }
+                else { ranges.append(start..<ids.count) }
+            }
+            return EncodedExample(ids: ids, promptLength: ranges.first?.lowerBound ?? ids.count, learnedRanges: ranges)
+        }
         let prompt = tokenizer.encode(template.prompt(for: record))
         let output = tokenizer.encode(record.output)
         var ids: [Int32] = []
@@ -69,6 +105,36 @@ public struct ExampleEncoder {
         return EncodedExample(ids: ids, promptLength: 1 + prompt.count)
     }
 
+    /// The ids a generated answer to `record` follows: BOS and the prompt (a conversation: every message before the
+    /// last, then what precedes an assistant message).
+    public func promptIDs(for record: InstructionRecord) -> [Int32] {
+        if let messages = record.messages { return promptIDs(conversation: Array(messages.dropLast())) }
+        return [bosId] + tokenizer.encode(template.prompt(for: record))
+    }
+
+    /// The ids an assistant's answer to `conversation` follows, in the chat template.
+    public func promptIDs(conversation: [ChatMessage]) -> [Int32] {
+        chatTemplate.render(conversation, generationPrompt: true).flatMap { ids(of: $0.segment) }
+    }
+
+    private func ids(of segment: ChatTemplate.Segment) -> [Int32] {
+        switch segment {
+        case .bos: return [bosId]
+        case .eos: return [eosId]
+        case .text(let text): return tokenizer.encode(text)
+        }
+    }
+
+    /// Throws when a conversation among `records` does not fit the chat template (`ChatTemplate.problem(with:)`),
+    /// naming the record by its place in `records`; with `path`, the error names that file.
+    public func checkConversations(_ records: [InstructionRecord], path: String? = nil) throws {
+        for (i, record) in records.enumerated() {
+            guard let messages = record.messages, let problem = chatTemplate.problem(with: messages) else { continue }
+            let message = "record \(i + 1): \(problem)"
+            throw path.map { LoRAKitError.file($0, message) } ?? LoRAKitError(message)
+        }
+    }
+
     /// The examples of `records`, each at most `maxSeqLen` tokens, with the counts of truncated and skipped ones.
     ///
     /// With `.truncate` an example keeps its first `maxSeqLen` tokens, but is skipped when its BOS and prompt
@@ -78,6 +144,7 @@ public struct ExampleEncoder {
     public func encode(_ records: [InstructionRecord]) throws
         -> (examples: [EncodedExample], truncated: Int, skipped: Int) {
         try checkSettings()
+        try checkConversations(records)
         var result: (examples: [EncodedExample], truncated: Int, skipped: Int) = ([], 0, 0)
         result.examples.reserveCapacity(records.count)
         for record in records {
@@ -88,6 +155,9 @@ public struct ExampleEncoder {
                     continue
                 }
                 example.ids.removeLast(example.ids.count - maxSeqLen)
+                example.learnedRanges = example.learnedRanges?.compactMap { range in
+                    range.lowerBound < maxSeqLen ? range.lowerBound..<min(range.upperBound, maxSeqLen) : nil
+                }
                 result.truncated += 1
             }
             result.examples.append(example)

@@ -4,8 +4,8 @@ import Tensors
 /// Loading an instruction dataset: a JSON array of records, or JSONL with one record per line.
 ///
 /// The format is told by the first non-whitespace byte: `[` is a JSON array, anything else JSONL. Each record is
-/// in one of the forms of `InstructionRecord` (Alpaca's `instruction`/`input`/`output`, `prompt`/`completion`, or
-/// `text`), told by its keys; other string keys are kept as labels. Every problem is one `LoRAKitError` naming the file and
+/// in one of the forms of `InstructionRecord` (Alpaca's `instruction`/`input`/`output`, `prompt`/`completion`,
+/// `text`, or `messages`), told by its keys; other string keys are kept as labels. Every problem is one `LoRAKitError` naming the file and
 /// the place — byte offset, line and column, or record and field — and no input crashes the loader.
 public enum InstructionDataset {
     /// The records of the dataset at `path`, in file order.
@@ -64,7 +64,7 @@ public enum InstructionDataset {
     }
 
     /// The keys of the three record forms.
-    static let formKeys: Set<String> = ["instruction", "input", "output", "prompt", "completion", "text"]
+    static let formKeys: Set<String> = ["instruction", "input", "output", "prompt", "completion", "text", "messages"]
 
     /// The record of a parsed JSON value; `label` says which record it is in messages.
     static func record(_ value: Any, label: String, path: String) throws -> InstructionRecord {
@@ -99,8 +99,50 @@ public enum InstructionDataset {
         if object["text"] != nil {
             return InstructionRecord(prompt: "", completion: try field("text", required: true), labels: labels)
         }
+        if let messages = object["messages"] {
+            return InstructionRecord(messages: try conversation(messages, label: label, path: path), labels: labels)
+        }
         throw LoRAKitError.file(path, "\(label) has none of the fields of a record: \"instruction\" and \"output\" "
-            + "(and \"input\"), \"prompt\" and \"completion\", or \"text\"")
+            + "(and \"input\"), \"prompt\" and \"completion\", \"text\", or \"messages\"")
+    }
+
+    /// The messages of a conversation record: objects with a `role` (system, user or assistant) and a `content`
+    /// string; a system message only first, at least one user message, an assistant message last.
+    static func conversation(_ value: Any, label: String, path: String) throws -> [ChatMessage] {
+        guard let array = value as? [Any] else {
+            throw LoRAKitError.file(path, "\(label): \"messages\" is \(JSONText.kind(of: value)), not an array of "
+                + "{\"role\", \"content\"} objects")
+        }
+        let roles = ChatMessage.Role.allCases.map(\.rawValue).joined(separator: ", ")
+        let messages = try array.enumerated().map { i, element -> ChatMessage in
+            let place = "\(label), message \(i + 1)"
+            guard let object = element as? [String: Any] else {
+                throw LoRAKitError.file(path, "\(place) is \(JSONText.kind(of: element)), not a {\"role\", \"content\"} object")
+            }
+            guard let roleValue = object["role"] else { throw LoRAKitError.file(path, "\(place) has no \"role\"") }
+            guard let name = roleValue as? String else {
+                throw LoRAKitError.file(path, "\(place): \"role\" is \(JSONText.kind(of: roleValue)), not a string")
+            }
+            guard let role = ChatMessage.Role(rawValue: name) else {
+                throw LoRAKitError.file(path, "\(place): role \"\(name)\" is not one of \(roles)")
+            }
+            guard let contentValue = object["content"] else { throw LoRAKitError.file(path, "\(place) has no \"content\"") }
+            guard let content = contentValue as? String else {
+                throw LoRAKitError.file(path, "\(place): \"content\" is \(JSONText.kind(of: contentValue)), not a string")
+            }
+            if role == .system && i > 0 {
+                throw LoRAKitError.file(path, "\(place) is a system message; a system message may only come first")
+            }
+            return ChatMessage(role: role, content: content)
+        }
+        guard messages.contains(where: { $0.role == .user }) else {
+            throw LoRAKitError.file(path, "\(label): the conversation has no user message")
+        }
+        guard messages.last?.role == .assistant else {
+            throw LoRAKitError.file(path, "\(label): the conversation must end with an assistant message (the answer "
+                + "to learn), ends with \(messages.last.map { "a \($0.role.rawValue) message" } ?? "no message")")
+        }
+        return messages
     }
 
     /// JSON's whitespace: space, tab, line feed, carriage return.

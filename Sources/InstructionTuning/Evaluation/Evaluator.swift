@@ -47,6 +47,8 @@ public struct Evaluator {
     public let model: LlamaModel
     public let tokenizer: SentencePieceTokenizer
     public let template: PromptTemplate
+    /// How conversation records are written (`--chat-template`).
+    public var chatTemplate: ChatTemplate = .llama2
     public var batchSize = 8
     public var maxSeqLen = 256
     /// Tokens generated beyond the expected answer's length before giving up on a match.
@@ -90,9 +92,10 @@ public struct Evaluator {
     public func evaluate(_ records: [InstructionRecord], generate: Bool = true,
                          progress: (Int, Int) -> Void = { _, _ in }) throws -> EvaluationReport {
         let config = model.weights.config
-        let encoder = ExampleEncoder(tokenizer: tokenizer, template: template, bosId: Int32(config.bosTokenId),
+        var encoder = ExampleEncoder(tokenizer: tokenizer, template: template, bosId: Int32(config.bosTokenId),
                                      eosId: Int32(config.eosTokenId), maskPrompt: true,
                                      maxSeqLen: maxSeqLen, overflow: .truncate)
+        encoder.chatTemplate = chatTemplate
         let encoded = try encoder.encode(records).examples
         var sum = 0.0, count = 0, start = 0
         while start < encoded.count {
@@ -110,8 +113,7 @@ public struct Evaluator {
             var generator = Generator(model: model, capacity: maxSeqLen + extraTokens)
             let eos = Int32(config.eosTokenId)
             for (i, record) in records.enumerated() {
-                let prompt = [Int32(config.bosTokenId)]
-                    + tokenizer.encode(template.prompt(for: record))
+                let prompt = encoder.promptIDs(for: record)
                 let budget = tokenizer.encode(record.output).count + extraTokens
                 if prompt.count + budget > generator.capacity {
                     generator = Generator(model: model, capacity: prompt.count + budget)

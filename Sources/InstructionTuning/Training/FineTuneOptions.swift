@@ -21,6 +21,8 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
     public var dora: Bool? = nil
     public var initialization: String = "kaiming"
     public var template: String = "alpaca"
+    /// `--chat-template` for conversation records (nil: llama2; optional so that older run files still load).
+    public var chatTemplate: String? = nil
     public var maskPrompt: Bool = true
     public var maxSeqLen: Int = 256
     public var skipLong: Bool = false
@@ -54,6 +56,9 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         self.data = data
         self.out = out
     }
+
+    /// The chat template's name or file (`--chat-template`, llama2 by default).
+    public var chatTemplateName: String { chatTemplate ?? ChatTemplate.llama2.name }
 
     /// `--init pissa` or `--init pissa_niter_K`: the adapter starts from the base's singular vectors.
     public var isPiSSA: Bool { AdapterInitialization.pissa(method: initialization) != nil }

@@ -42,17 +42,20 @@ public final class FineTuner {
 
         // Data: records → prompt/response ids → batches.
         let template = try PromptTemplate.named(options.template)
-        let records = try InstructionDataset.load(path: options.data)
-        var trainRecords = records, valRecords: [InstructionRecord] = []
-        if let valPath = options.valData {
-            valRecords = try InstructionDataset.load(path: valPath)
-        } else if options.valFraction > 0 {
-            (trainRecords, valRecords) = try Batcher.split(records, valFraction: options.valFraction, seed: options.seed)
-        }
-        let encoder = ExampleEncoder(tokenizer: tokenizer, template: template,
+        var encoder = ExampleEncoder(tokenizer: tokenizer, template: template,
                                      bosId: Int32(weights.config.bosTokenId), eosId: Int32(weights.config.eosTokenId),
                                      maskPrompt: options.maskPrompt, maxSeqLen: options.maxSeqLen,
                                      overflow: options.skipLong ? .skip : .truncate)
+        encoder.chatTemplate = try ChatTemplate.named(options.chatTemplateName)
+        let records = try InstructionDataset.load(path: options.data)
+        try encoder.checkConversations(records, path: options.data)
+        var trainRecords = records, valRecords: [InstructionRecord] = []
+        if let valPath = options.valData {
+            valRecords = try InstructionDataset.load(path: valPath)
+            try encoder.checkConversations(valRecords, path: valPath)
+        } else if options.valFraction > 0 {
+            (trainRecords, valRecords) = try Batcher.split(records, valFraction: options.valFraction, seed: options.seed)
+        }
         let train = try encoder.encode(trainRecords)
         validation = valRecords.isEmpty ? [] : try encoder.encode(valRecords).examples
         // A batch larger than the data is the whole data (capped so that no index arithmetic can overflow).
