@@ -8,22 +8,28 @@ import XCTest
 /// computed: with every kind of adapter, with dropout, on padded and packed batches and over several steps, the
 /// losses, the adapter gradients and the dropout generators are the same bits as without it.
 final class GradientCheckpointingTests: XCTestCase {
-    enum Kind { case lora, dora, adalora }
+    enum Kind { case lora, dora, adalora, qlora }
 
     /// A random 4-block model; adapters on blocks 1 and 3, so block 0 runs below the lowest adapted one and
     /// block 2 between two adapted ones.
     func makeSetup(_ kind: Kind, dropout: Double, checkpointing: Bool) throws -> (LlamaModel, any TrainableAdapters) {
-        let config = tinyConfig(layers: 4)
-        let (weights, _) = LlamaWeights.random(config: config, seed: 7)
-        var rng = RandomGenerator(seed: 11)
-        for (name, t) in weights.named where !name.hasSuffix("norm.weight") {
-            rng.fillNormal(t.data, count: t.count, std: 0.3)
+        let config = tinyConfig(layers: 4, hidden: 64)
+        let weights: LlamaWeights
+        if kind == .qlora {
+            // NF4 projections (blocks of 64): the frozen products dequantize tiles on the fly
+            weights = try LlamaWeights.random(config: config, seed: 7, quantization: .nf4(doubleQuant: true))
+        } else {
+            weights = LlamaWeights.random(config: config, seed: 7).weights
+            var rng = RandomGenerator(seed: 11)
+            for (name, t) in weights.named where !name.hasSuffix("norm.weight") {
+                rng.fillNormal(t.data, count: t.count, std: 0.3)
+            }
         }
         let model = LlamaModel(weights: weights)
         model.gradientCheckpointing = checkpointing
         let adapters: any TrainableAdapters
         switch kind {
-        case .lora, .dora:
+        case .lora, .dora, .qlora:
             let lora = LoRAConfig(r: 3, loraAlpha: 6, loraDropout: dropout, useDora: kind == .dora)
             adapters = try AdapterSet(config: lora, targets: Projection.allCases, layers: [1, 3], dims: model.dims,
                                       initialization: .random, seed: 5, base: weights)
@@ -77,6 +83,7 @@ final class GradientCheckpointingTests: XCTestCase {
     func testDoRAWithDropout() throws { try checkSameBits(.dora, dropout: 0.2) }
     func testDoRAWithoutDropout() throws { try checkSameBits(.dora, dropout: 0) }
     func testAdaLoRAWithDropout() throws { try checkSameBits(.adalora, dropout: 0.2) }
+    func testQLoRAWithDropout() throws { try checkSameBits(.qlora, dropout: 0.1) }
 
     /// Replaying a forward's dropout: the second forward draws the first one's mask and leaves the generator where
     /// the first left it; a forward without dropout replays as a no-op.
