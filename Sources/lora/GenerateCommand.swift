@@ -17,7 +17,8 @@ struct Generate: ParsableCommand {
 
             --prompts FILE.jsonl answers many prompts with one loaded base, each with its own adapters: one JSON \
             object per line, {"instruction": …, "input": …, "adapters": ["DIR", "DIR2:0.5"]} (or "adapter": "DIR", \
-            or "prompt": raw text); without "adapters" a line uses the --adapter list, with [] the base alone. Each \
+            or "prompt": raw text, or "messages": a conversation ending with a user message, in --chat-template, \
+            llama2 by default); without "adapters" a line uses the --adapter list, with [] the base alone. Each \
             adapter is read once and switched in and out; one JSON line is printed per prompt.
             """)
 
@@ -63,10 +64,12 @@ struct Generate: ParsableCommand {
             throw ValidationError("give exactly one of --instruction, --prompt or --prompts")
         }
         if input != nil && instruction == nil { throw ValidationError("--input goes with --instruction") }
-        if chatTemplate != nil && (instruction == nil || input != nil || template != "alpaca") {
+        if chatTemplate != nil && prompts == nil && (instruction == nil || input != nil || template != "alpaca") {
             throw ValidationError("--chat-template sends --instruction as a user message (without --input or --template)")
         }
-        if system != nil && chatTemplate == nil { throw ValidationError("--system goes with --chat-template") }
+        if system != nil && (chatTemplate == nil || prompts != nil) {
+            throw ValidationError("--system goes with --chat-template and --instruction (a --prompts line gives its own)")
+        }
         if prompt != nil && template != "alpaca" { throw ValidationError("--template formats --instruction; --prompt is sent as it is") }
         if maxNewTokens < 1 { throw ValidationError("--max-new-tokens must be at least 1, got \(maxNewTokens)") }
         // The KV cache is allocated up front for prompt + new tokens.
@@ -117,8 +120,16 @@ struct Generate: ParsableCommand {
         let tokenizer = try BaseModel.tokenizer(directory: model.base)
         let library = AdapterLibrary(model: LlamaModel(weights: weights))
         let bos = Int32(weights.config.bosTokenId), eos = Int32(weights.config.eosTokenId)
-        let encoded = requests.map { request in
-            [bos] + tokenizer.encode(request.prompt ?? promptTemplate.prompt(instruction: request.instruction ?? "", input: request.input))
+        var chat = ExampleEncoder(tokenizer: tokenizer, bosId: bos, eosId: eos, maxSeqLen: 2)
+        chat.chatTemplate = try ChatTemplate.named(chatTemplate ?? ChatTemplate.llama2.name)
+        let encoded = try requests.map { request in
+            if let messages = request.messages {
+                if let problem = chat.chatTemplate.problem(with: messages) {
+                    throw LoRAKitError.file(listPath, "line \(request.line): \(problem)")
+                }
+                return chat.promptIDs(conversation: messages)
+            }
+            return [bos] + tokenizer.encode(request.prompt ?? promptTemplate.prompt(instruction: request.instruction ?? "", input: request.input))
         }
         let generator = Generator(model: library.model, capacity: (encoded.map(\.count).max() ?? 0) + maxNewTokens)
         let encoder = JSONEncoder()

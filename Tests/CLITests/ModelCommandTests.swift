@@ -107,6 +107,26 @@ final class ModelCommandTests: XCTestCase {
         }
         XCTAssertTrue(lines[2].contains("\"line\":4"), lines[2])
 
+        // A conversation line is written in --chat-template, as `--chat-template … --system … --instruction` is.
+        for template in ["llama2", "zephyr"] {
+            try Data(#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "The torou"}]}"#.utf8)
+                .write(to: URL(fileURLWithPath: list))
+            let chat = try Lora.run(["generate", "--base", gqa, "--prompts", list, "--chat-template", template, "--max-new-tokens", "6"])
+            XCTAssertEqual(chat.status, 0, chat.stderr)
+            let single = try Lora.run(["generate", "--base", gqa, "--chat-template", template, "--system", "Be brief.",
+                                       "--instruction", "The torou", "--max-new-tokens", "6"])
+            XCTAssertEqual(single.status, 0, single.stderr)
+            let object = try JSONSerialization.jsonObject(with: Data(chat.stdout.utf8)) as? [String: Any]
+            XCTAssertEqual(object?["output"] as? String, String(single.stdout.dropLast()), template)
+        }
+        try Data(#"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}"#.utf8)
+            .write(to: URL(fileURLWithPath: list))
+        assertCleanFailure(try Lora.run(["generate", "--base", gqa, "--prompts", list]),
+                           mentions: "line 1: the conversation must end with the user message to answer, ends with an assistant message")
+        try Data(#"{"messages": [{"role": "user", "content": "a"}], "prompt": "b"}"#.utf8).write(to: URL(fileURLWithPath: list))
+        assertCleanFailure(try Lora.run(["generate", "--base", gqa, "--prompts", list]),
+                           mentions: "needs exactly one of \"instruction\", \"prompt\" or \"messages\"")
+
         try Data("{\"prompt\": \"a\"}\n[1]\n".utf8).write(to: URL(fileURLWithPath: list))
         assertCleanFailure(try Lora.run(["generate", "--base", gqa, "--prompts", list]), mentions: "line 2 is an array")
         try Data("{\"prompt\": \"a\", \"adapter\": \"\(dir)/none\"}\n".utf8).write(to: URL(fileURLWithPath: list))

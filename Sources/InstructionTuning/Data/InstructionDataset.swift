@@ -107,8 +107,9 @@ public enum InstructionDataset {
     }
 
     /// The messages of a conversation record: objects with a `role` (system, user or assistant) and a `content`
-    /// string; a system message only first, at least one user message, an assistant message last.
-    static func conversation(_ value: Any, label: String, path: String) throws -> [ChatMessage] {
+    /// string; a system message only first, at least one user message, an assistant message last (a user message
+    /// last when the conversation is still to be `answered`, as a prompt).
+    static func conversation(_ value: Any, label: String, path: String, answered: Bool = true) throws -> [ChatMessage] {
         guard let array = value as? [Any] else {
             throw LoRAKitError.file(path, "\(label): \"messages\" is \(JSONText.kind(of: value)), not an array of "
                 + "{\"role\", \"content\"} objects")
@@ -138,9 +139,13 @@ public enum InstructionDataset {
         guard messages.contains(where: { $0.role == .user }) else {
             throw LoRAKitError.file(path, "\(label): the conversation has no user message")
         }
-        guard messages.last?.role == .assistant else {
+        let last = messages.last.map { ($0.role == .assistant ? "an " : "a ") + $0.role.rawValue + " message" } ?? "no message"
+        if answered && messages.last?.role != .assistant {
             throw LoRAKitError.file(path, "\(label): the conversation must end with an assistant message (the answer "
-                + "to learn), ends with \(messages.last.map { "a \($0.role.rawValue) message" } ?? "no message")")
+                + "to learn), ends with \(last)")
+        }
+        if !answered && messages.last?.role != .user {
+            throw LoRAKitError.file(path, "\(label): the conversation must end with the user message to answer, ends with \(last)")
         }
         return messages
     }

@@ -9,6 +9,8 @@ public struct PromptRequest: Equatable, Sendable {
     public var input: String
     /// Raw prompt text, sent without a template (instead of `instruction`).
     public var prompt: String?
+    /// A conversation to answer, ending with a user message, written in the chat template (instead of the others).
+    public var messages: [ChatMessage]? = nil
     /// `DIR` or `DIR:WEIGHT` arguments for this prompt; nil means the command line's `--adapter` list, and an
     /// empty list the base alone.
     public var adapters: [String]?
@@ -16,8 +18,8 @@ public struct PromptRequest: Equatable, Sendable {
     public var line: Int
 }
 
-/// Loading a JSONL file of prompts: one object per line with `instruction` (and optional `input`) or `prompt`,
-/// and optionally `adapters` (an array of `DIR[:WEIGHT]` strings) or `adapter` (one such string).
+/// Loading a JSONL file of prompts: one object per line with `instruction` (and optional `input`), `prompt`, or
+/// `messages` (a conversation ending with the user message to answer), and optionally `adapters` (an array of `DIR[:WEIGHT]` strings) or `adapter` (one such string).
 public enum PromptList {
     public static func load(path: String) throws -> [PromptRequest] {
         let bytes = try JSONText.read(path: path, what: "prompt list")
@@ -47,8 +49,11 @@ public enum PromptList {
             return text
         }
         let instruction = try string("instruction"), prompt = try string("prompt"), input = try string("input")
-        guard (instruction == nil) != (prompt == nil) else {
-            throw LoRAKitError.file(path, "\(label) needs exactly one of \"instruction\" or \"prompt\"")
+        let messages = try object["messages"].map {
+            try InstructionDataset.conversation($0, label: label, path: path, answered: false)
+        }
+        guard [instruction != nil, prompt != nil, messages != nil].filter({ $0 }).count == 1 else {
+            throw LoRAKitError.file(path, "\(label) needs exactly one of \"instruction\", \"prompt\" or \"messages\"")
         }
         if input != nil && instruction == nil {
             throw LoRAKitError.file(path, "\(label): \"input\" goes with \"instruction\", not with a raw \"prompt\"")
@@ -64,6 +69,7 @@ public enum PromptList {
             }
             adapters = strings
         }
-        return PromptRequest(instruction: instruction, input: input ?? "", prompt: prompt, adapters: adapters, line: line)
+        return PromptRequest(instruction: instruction, input: input ?? "", prompt: prompt, messages: messages,
+                             adapters: adapters, line: line)
     }
 }
