@@ -11,6 +11,7 @@ Writes Tests/Fixtures/peft/:
         with `ids` [T] (F32 values, starts with BOS) and `logits` [T, V] of the PEFT model.
     train3/             three full-batch AdamW steps on 4 Alpaca records (batch 4, wd 0, no clipping)
     train3-wd/          the same data and init with weight decay 0.1, clipping at norm 1.0, 2 micro-batches of 2
+    train3-loraplus/    weight decay 0.1, clipping at 1.0, full batch, LoRA+ (create_loraplus_optimizer, ratio 16)
         each: data.json, encoded.json, init/ (starting adapter), expected/ (adapter after 3 steps),
         losses.json, command.txt (the `lora finetune` invocation that must reproduce expected/).
 
@@ -42,6 +43,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.optimizers import create_loraplus_optimizer
 from safetensors.torch import load_file
 
 from fixture_support import (BASE, RECORDS, adapter_moves, base_tokenizer, encode, fixture_ids, fixture_size,
@@ -70,7 +72,10 @@ TRAINS = {
     # name: (weight decay, max grad norm (0 = no clipping), micro-batches as lists of record indices)
     "train3": (0.0, 0.0, [[0, 1, 2, 3]]),
     "train3-wd": (0.1, 1.0, [[0, 1], [2, 3]]),
+    "train3-loraplus": (0.1, 1.0, [[0, 1, 2, 3]]),
 }
+# LoRA+ (PEFT's create_loraplus_optimizer): lora_B at this multiple of LR, weight decay on both groups
+LORAPLUS_RATIOS = {"train3-loraplus": 16.0}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -163,14 +168,18 @@ def summed_loss(model, batch):
     return total, int((targets != -100).sum())
 
 
-def train(init_directory, examples, weight_decay, max_grad_norm, micro_batches):
+def train(init_directory, examples, weight_decay, max_grad_norm, micro_batches, ratio=None):
     """Loads the initial adapter the way `--init-adapter` does and runs STEPS optimizer steps on the same
     batch. Returns the model, the loss of each step (before its update) and the gradient norm (before clipping)."""
     model = PeftModel.from_pretrained(load_base(), str(init_directory), is_trainable=True)
     model.train()  # dropout is 0 everywhere, so train and eval mode compute the same thing
     params = [p for _, p in sorted(model.named_parameters()) if p.requires_grad]
     assert params and all(".lora_" in n for n, p in model.named_parameters() if p.requires_grad)
-    optimizer = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
+    if ratio is None:
+        optimizer = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
+    else:
+        optimizer = create_loraplus_optimizer(model, torch.optim.AdamW, lr=LR, loraplus_lr_ratio=ratio,
+                                              loraplus_weight_decay=weight_decay, betas=(0.9, 0.999), eps=1e-8)
     batches = [make_batch([examples[i] for i in indices]) for indices in micro_batches]
     count = sum(int((labels[:, 1:] != -100).sum()) for *_, labels in batches)
     losses, grad_norms = [], []
@@ -199,12 +208,13 @@ def number(value):
 
 def command_line(name, weight_decay, max_grad_norm, micro_batches):
     batch_size = len(micro_batches[0])
+    loraplus = f" --loraplus-lr-ratio {LORAPLUS_RATIOS[name]:g}" if name in LORAPLUS_RATIOS else ""
     accumulation = f" --grad-accum {len(micro_batches)}" if len(micro_batches) > 1 else ""
     shuffle = " --shuffle false" if len(micro_batches) > 1 else ""
     return (f"lora finetune --base {BASE} --data {OUT}/{name}/data.json --init-adapter {OUT}/{name}/init "
             f"--out OUT --steps {STEPS} --batch-size {batch_size}{accumulation} --lr 1e-2 --lr-schedule constant "
             f"--warmup-steps 0 --weight-decay {weight_decay:g} --max-grad-norm {number(max_grad_norm)} --dropout 0 "
-            f"--val-fraction 0 --seed 0{shuffle}")
+            f"--val-fraction 0 --seed 0{shuffle}{loraplus}")
 
 
 def command_notes(micro_batches, count):
@@ -235,7 +245,8 @@ def write_train_fixture(name, sp, weight_decay, max_grad_norm, micro_batches):
     randomize_lora(init, torch.Generator().manual_seed(TRAIN_SEED))
     save_adapter(init, directory / "init")
 
-    model, losses, grad_norms, count = train(directory / "init", examples, weight_decay, max_grad_norm, micro_batches)
+    model, losses, grad_norms, count = train(directory / "init", examples, weight_decay, max_grad_norm, micro_batches,
+                                             LORAPLUS_RATIOS.get(name))
     save_adapter(model, directory / "expected")
     (directory / "losses.json").write_text(json.dumps({"loss": losses, "grad_norm": grad_norms}, indent=2) + "\n")
     (directory / "command.txt").write_text(command_line(name, weight_decay, max_grad_norm, micro_batches) + "\n"
@@ -251,7 +262,8 @@ def check_train_fixture(name, sp, weight_decay, max_grad_norm, micro_batches):
     assert [[e["ids"], e["prompt_length"]] for e in encoded] == [list(x) for x in examples], f"{name}: encoded.json"
     for name_ in ("init", "expected"):
         check_adapter_file(directory / name_)
-    model, losses, grad_norms, count = train(directory / "init", examples, weight_decay, max_grad_norm, micro_batches)
+    model, losses, grad_norms, count = train(directory / "init", examples, weight_decay, max_grad_norm, micro_batches,
+                                             LORAPLUS_RATIOS.get(name))
     stored = json.loads((directory / "losses.json").read_text())
     expected = load_file(str(directory / "expected" / "adapter_model.safetensors"))
     initial = load_file(str(directory / "init" / "adapter_model.safetensors"))

@@ -225,6 +225,16 @@ public final class AdapterSet {
     /// Sets every gradient to zero (once per optimizer step; the backward accumulates).
     public func zeroGradients() { gradients.zero() }
 
+    /// Where the B matrices and DoRA magnitudes lie in `parameters`: what LoRA+ trains at a higher rate (PEFT's
+    /// `create_loraplus_optimizer` puts every `lora_B` and every 1-D parameter in that group).
+    public var outputSideRanges: [Range<Int>] {
+        adapters.flatMap { adapter -> [Range<Int>] in
+            let b = parameters.data.distance(to: adapter.b.data)
+            let end = b + adapter.b.count + (adapter.magnitude?.count ?? 0)
+            return [b..<end]
+        }
+    }
+
     /// Number of trainable values (all A and B, and DoRA magnitudes).
     public var trainableCount: Int { parameters.count }
 

@@ -115,6 +115,8 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Micro-batches per optimizer step.") var gradAccum: Int = 1
     @Option(help: "Peak learning rate.") var lr: Double = 3e-4
     @Option(help: "Learning-rate schedule after warmup: constant, linear or cosine.") var lrSchedule: String = "cosine"
+    @Option(help: "LoRA+ (PEFT's create_loraplus_optimizer): lora_B (and DoRA magnitudes) learn at this multiple of --lr; the paper suggests 16.")
+    var loraplusLrRatio: Double?
     @Option(help: "Linear warmup steps from 0.") var warmupSteps: Int = 0
     @Option(help: "AdamW decoupled weight decay.") var weightDecay: Double = 0
     @Option(help: "Clip the global gradient norm to this (0 disables clipping).") var maxGradNorm: Double = 1
@@ -133,7 +135,7 @@ struct TrainingOptions: ParsableArguments {
         o.chatTemplate = chatTemplate == ChatTemplate.llama2.name ? nil : chatTemplate; o.maskPrompt = maskPrompt
         o.maxSeqLen = maxSeqLen; o.skipLong = skipLong; o.epochs = epochs; o.steps = steps
         o.batchSize = batchSize; o.gradAccum = gradAccum; o.lr = lr; o.lrSchedule = lrSchedule
-        o.warmupSteps = warmupSteps; o.weightDecay = weightDecay; o.maxGradNorm = maxGradNorm
+        o.warmupSteps = warmupSteps; o.loraplusLrRatio = loraplusLrRatio; o.weightDecay = weightDecay; o.maxGradNorm = maxGradNorm
         o.valData = valData; o.valFraction = valFraction; o.evalEvery = evalEvery; o.saveEvery = saveEvery
         o.keep = keep; o.shuffle = shuffle; o.seed = seed
         return o

@@ -370,6 +370,12 @@ final class HostileInputTests: XCTestCase {
                         needle: "unknown --gemm 'mkl'; choose one of lorakit, openblas"),
             HostileCase(id: "O27", arguments: ["merge", "--base", Self.gqa, "--out", Self.out, "--format", "hf", "--dtype", "q8_0"],
                         needle: "--dtype q8_0 is a llama.cpp (GGUF) type: use --format gguf"),
+            HostileCase(id: "O28", arguments: finetune(["--loraplus-lr-ratio", "0"]), needle: "--loraplus-lr-ratio must be positive, got 0"),
+            HostileCase(id: "O29", arguments: finetune(["--loraplus-lr-ratio", "16", "--adalora", "--target-rank", "2"]),
+                        needle: "--loraplus-lr-ratio does not apply to --adalora"),
+            HostileCase(id: "O30", arguments: finetune(["--chat-template", "vicuna"]), needle: "unknown chat template \"vicuna\""),
+            HostileCase(id: "O31", arguments: ["bench", "--grad-checkpoint", "--generate", "4"],
+                        needle: "--grad-checkpoint goes with training runs"),
         ]
     }
 

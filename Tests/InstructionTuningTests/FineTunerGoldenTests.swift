@@ -5,7 +5,7 @@ import Tensors
 import XCTest
 
 /// Three full-batch AdamW steps from a PEFT adapter give the adapter PyTorch+PEFT gives
-/// (fixtures by scripts/make_peft_fixtures.py: Tests/Fixtures/peft/train3 and train3-wd).
+/// (fixtures by scripts/make_peft_fixtures.py: Tests/Fixtures/peft/train3, train3-wd and train3-loraplus).
 final class FineTunerGoldenTests: XCTestCase {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures")
@@ -68,6 +68,16 @@ final class FineTunerGoldenTests: XCTestCase {
             o.weightDecay = 0.1
             o.maxGradNorm = 1
             o.shuffle = false
+        }
+    }
+
+    /// LoRA+ as PEFT's `create_loraplus_optimizer` (ratio 16, weight decay on both groups, clipping).
+    func testLoRAPlusMatchesPEFT() throws {
+        try run("train3-loraplus") { o in
+            o.batchSize = 4
+            o.weightDecay = 0.1
+            o.maxGradNorm = 1
+            o.loraplusLrRatio = 16
         }
     }
 }

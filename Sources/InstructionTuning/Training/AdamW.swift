@@ -15,6 +15,9 @@ public final class AdamW {
     public let secondMoment: Tensor
     /// Updates taken so far.
     public var step = 0
+    /// A learning-rate factor per parameter (LoRA+: B and magnitudes at ratio × lr), nil for 1 everywhere. Weight
+    /// decay uses each parameter's own rate, as a PyTorch parameter group does.
+    public var learningRateScale: Tensor?
 
     public init(parameterCount: Int, weightDecay: Float) {
         self.weightDecay = weightDecay
@@ -32,6 +35,18 @@ public final class AdamW {
         let correction2Root = Float(sqrt(1 - pow(Double(b2), Double(step))))
         let stepSize = lr / correction1
         let p = parameters.data, g = gradients.data, m = firstMoment.data, v = secondMoment.data
+        if let scale = learningRateScale?.data {
+            let wd = weightDecay
+            parallelFor(parameters.count, minChunk: 4096) { range in
+                for i in range {
+                    p[i] *= 1 - lr * scale[i] * wd
+                    m[i] = b1 * m[i] + (1 - b1) * g[i]
+                    v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
+                    p[i] -= stepSize * scale[i] * m[i] / (v[i].squareRoot() / correction2Root + eps)
+                }
+            }
+            return
+        }
         parallelFor(parameters.count, minChunk: 4096) { range in
             for i in range {
                 p[i] *= decay

@@ -50,6 +50,9 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
     public var doubleQuant: Bool? = nil
     /// `--adalora`: train an AdaLoRA adapter (PEFT's ADALORA) with `rank` as its initial rank (nil: LoRA).
     public var adalora: AdaLoRASchedule? = nil
+    /// `--loraplus-lr-ratio`: LoRA+ (PEFT's `create_loraplus_optimizer`), B and DoRA magnitudes at this multiple of
+    /// the learning rate (nil: off).
+    public var loraplusLrRatio: Double? = nil
 
     public init(base: String, data: String, out: String) {
         self.base = base
@@ -98,6 +101,10 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         if evalEvery < 0 || saveEvery < 0 { throw fail("--eval-every and --save-every must be >= 0") }
         if keep < 1 { throw fail("--keep must be at least 1, got \(keep)") }
         _ = try quantization
+        if let ratio = loraplusLrRatio {
+            if !(ratio > 0) { throw fail("--loraplus-lr-ratio must be positive, got \(ratio)") }
+            if adalora != nil { throw fail("--loraplus-lr-ratio does not apply to --adalora (PEFT's LoRA+ groups LoRA's A and B)") }
+        }
         if let adalora {
             try adalora.validate(initialRank: rank, totalSteps: steps)
             if dora == true { throw fail("--dora and --adalora do not combine (PEFT's AdaLoRA refuses DoRA)") }

@@ -108,6 +108,13 @@ public final class FineTuner {
         try adapters.attach(to: model)
 
         optimizer = AdamW(parameterCount: adapters.parameters.count, weightDecay: Float(options.weightDecay))
+        if let ratio = options.loraplusLrRatio, let set = adapters as? AdapterSet {
+            // LoRA+: B (and DoRA's magnitudes) learn at ratio × lr
+            let scale = Tensor(shape: [set.parameters.count])
+            scale.data.update(repeating: 1, count: scale.count)
+            for range in set.outputSideRanges { (scale.data + range.lowerBound).update(repeating: Float(ratio), count: range.count) }
+            optimizer.learningRateScale = scale
+        }
         schedule = LearningRateSchedule(kind: LearningRateSchedule.Kind(rawValue: options.lrSchedule) ?? .cosine,
                                         peak: Float(options.lr), warmupSteps: options.warmupSteps,
                                         totalSteps: totalSteps)
