@@ -16,7 +16,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Data: JSON array or JSONL of instruction/input/output, prompt/completion or text records.") var data: String
     @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
     var template: String = "alpaca"
-    @Option(help: "Chat template for {\"messages\"} records: llama2, zephyr, or a JSON file (as in finetune).")
+    @Option(help: "Chat template for {\"messages\"} records: llama2, mistral, zephyr, or a JSON file (as in finetune).")
     var chatTemplate: String = "llama2"
     @Option(help: "Longest example in tokens for the loss (longer ones are truncated).") var maxSeqLen: Int = 256
     @Option(help: "Evaluate only the first N records.") var limit: Int?

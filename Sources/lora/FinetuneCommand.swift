@@ -103,7 +103,7 @@ struct TrainingOptions: ParsableArguments {
     var initialization: String = "kaiming"
     @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
     var template: String = "alpaca"
-    @Option(help: "Chat template for {\"messages\": [{\"role\", \"content\"}]} records: llama2, zephyr, or a JSON file with user, assistant (and system) texts holding {content}.")
+    @Option(help: "Chat template for {\"messages\": [{\"role\", \"content\"}]} records: llama2, mistral, zephyr, or a JSON file with user, assistant (and system) texts holding {content}.")
     var chatTemplate: String = "llama2"
     @Option(help: "Loss on the response only (true) or on prompt and response (false).") var maskPrompt: Bool = true
     @Option(help: "Longest example in tokens; longer ones are truncated (or skipped with --skip-long).")

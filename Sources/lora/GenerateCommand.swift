@@ -39,7 +39,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
     var template: String = "alpaca"
 
-    @Option(help: "Send --instruction as a user message in this chat template (llama2, zephyr, or a JSON file), as conversation records are trained.")
+    @Option(help: "Send --instruction as a user message in this chat template (llama2, mistral, zephyr, or a JSON file), as conversation records are trained.")
     var chatTemplate: String?
 
     @Option(help: "With --chat-template: a system message before the instruction.")

@@ -95,6 +95,13 @@ final class DataEncodingTests: DataTestCase {
         XCTAssertEqual(zephyr.targetCount(maskPrompt: true), answer1.count + answer2.count + 2)
         XCTAssertEqual(Array(encoder.promptIDs(for: conversation).suffix(header("assistant", true).count)), header("assistant", true))
 
+        // mistral: one BOS, [INST] turns, no system message.
+        encoder.chatTemplate = .mistral
+        let noSystem = InstructionRecord(messages: Array(conversation.messages!.dropFirst()))
+        XCTAssertEqual(try encoder.encode([noSystem]).examples[0].ids,
+                       [1] + e("[INST] ") + e("Say hello. [/INST]") + answer1 + [2] + e("[INST] ") + e("Add 2 and 3. [/INST]") + answer2 + [2])
+        assertError(try encoder.encode([conversation]), contains: ["record 1: the chat template mistral has no \"system\" text"])
+
         // A template file; truncation inside the second answer keeps what fits of it.
         let file = try write("chat.json", #"{"user": "U: {content}", "assistant": "A: {content}", "separator": "\n"}"#)
         encoder.chatTemplate = try ChatTemplate.named(file)
@@ -117,7 +124,7 @@ final class DataEncodingTests: DataTestCase {
                                                     ChatMessage(role: .assistant, content: "c")])
         assertError(try encoder.encode([records[0], twoUsers]),
                     contains: ["record 2: the llama2 chat template needs user and assistant messages alternating", "message 2 is user"])
-        assertError(try ChatTemplate.named("vicuna"), contains: ["unknown chat template \"vicuna\": use \"llama2\", \"zephyr\""])
+        assertError(try ChatTemplate.named("vicuna"), contains: ["unknown chat template \"vicuna\": use \"llama2\", \"mistral\", \"zephyr\""])
         let cases: [(String, String)] = [
             (#"["x"]"#, "a chat template is a JSON object"),
             (#"{"user": "{content}"}"#, "the chat template has no \"assistant\" text"),

@@ -21,8 +21,9 @@ public struct ChatMessage: Equatable, Hashable, Sendable {
 /// assistant messages and the EOS that ends each of them; everything else is prompt).
 ///
 /// Built in: `llama2` (Llama 2 chat: `[BOS] [INST] <<SYS>>…<</SYS>> user [/INST] assistant [EOS]`, one BOS per
-/// turn, the system message inside the first turn) and `zephyr` (Zephyr and TinyLlama chat: `<|role|>\n` before
-/// each message, EOS after each, a line break between). A JSON file gives another: `{"system": "…{content}…",
+/// turn, the system message inside the first turn), `mistral` (Mistral instruct: one BOS, `[INST] user [/INST]`
+/// turns, no system message) and `zephyr` (Zephyr and TinyLlama chat: `<|role|>\n` before each message, EOS after
+/// each, a line break between). A JSON file gives another: `{"system": "…{content}…",
 /// "user": "…", "assistant": "…", "separator": "\n", "eos_after_every_message": false}`. Each text is encoded on its
 /// own (as the Alpaca prompt and response are, DESIGN §4), so special ids are ids, never text that happens to
 /// spell `</s>`.
@@ -59,13 +60,18 @@ public struct ChatTemplate: Equatable, Sendable {
                                   .system: RoleFormat(prefix: "<<SYS>>\n", suffix: "\n<</SYS>>\n\n")],
         separator: "", eosAfterEveryMessage: false, llama2Turns: true)
 
+    public static let mistral = ChatTemplate(
+        name: "mistral", formats: [.user: RoleFormat(prefix: "[INST] ", suffix: " [/INST]"),
+                                   .assistant: RoleFormat(prefix: "", suffix: "")],
+        separator: "", eosAfterEveryMessage: false, llama2Turns: false)
+
     public static let zephyr = ChatTemplate(
         name: "zephyr", formats: [.system: RoleFormat(prefix: "<|system|>\n", suffix: ""),
                                   .user: RoleFormat(prefix: "<|user|>\n", suffix: ""),
                                   .assistant: RoleFormat(prefix: "<|assistant|>\n", suffix: "")],
         separator: "\n", eosAfterEveryMessage: true, llama2Turns: false)
 
-    public static let builtIn: [ChatTemplate] = [.llama2, .zephyr]
+    public static let builtIn: [ChatTemplate] = [.llama2, .mistral, .zephyr]
 
     /// The built-in template called `nameOrPath`, or the template file at that path.
     public static func named(_ nameOrPath: String) throws -> ChatTemplate {
