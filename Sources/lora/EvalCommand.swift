@@ -16,8 +16,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Data: JSON array or JSONL of instruction/input/output, prompt/completion or text records.") var data: String
     @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
     var template: String = "alpaca"
-    @Option(help: "Chat template for {\"messages\"} records: llama2, mistral, zephyr, or a JSON file (as in finetune).")
-    var chatTemplate: String = "llama2"
+    @Option(help: "Chat template for {\"messages\"} records: auto (the base's own; llama2 if it has none), llama2, mistral, zephyr, or a JSON file (as in finetune).")
+    var chatTemplate: String = "auto"
     @Option(help: "Longest example in tokens for the loss (longer ones are truncated).") var maxSeqLen: Int = 256
     @Option(help: "Evaluate only the first N records.") var limit: Int?
     @Flag(help: "Skip greedy generation (loss and perplexity only).") var noGenerate = false
@@ -42,9 +42,11 @@ struct Eval: ParsableCommand {
         if let limit { records = Array(records.prefix(limit)) }
         var evaluator = Evaluator(model: loaded.model, tokenizer: loaded.tokenizer, template: try PromptTemplate.named(template))
         evaluator.maxSeqLen = maxSeqLen
-        evaluator.chatTemplate = try ChatTemplate.named(chatTemplate)
-        try ExampleEncoder(tokenizer: loaded.tokenizer, maxSeqLen: maxSeqLen).withChatTemplate(evaluator.chatTemplate)
-            .checkConversations(records, path: data)
+        if records.contains(where: { $0.messages != nil }) {
+            evaluator.chatTemplate = try ChatTemplate.resolve(chatTemplate, baseDirectory: model.base)
+            try ExampleEncoder(tokenizer: loaded.tokenizer, maxSeqLen: maxSeqLen).withChatTemplate(evaluator.chatTemplate)
+                .checkConversations(records, path: data)
+        }
         let progress = ProgressLine()
         let onProgress: (Int, Int) -> Void = { done, total in
             if !noGenerate { progress.update("generating \(done)/\(total)", final: done == total) }

@@ -103,8 +103,8 @@ struct TrainingOptions: ParsableArguments {
     var initialization: String = "kaiming"
     @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
     var template: String = "alpaca"
-    @Option(help: "Chat template for {\"messages\": [{\"role\", \"content\"}]} records: llama2, mistral, zephyr, or a JSON file with user, assistant (and system) texts holding {content}.")
-    var chatTemplate: String = "llama2"
+    @Option(help: "Chat template for {\"messages\": [{\"role\", \"content\"}]} records: auto (the base's own, from its tokenizer_config.json; llama2 if it has none), llama2, mistral, zephyr, or a JSON file with user, assistant (and system) texts holding {content}.")
+    var chatTemplate: String = "auto"
     @Option(help: "Loss on the response only (true) or on prompt and response (false).") var maskPrompt: Bool = true
     @Option(help: "Longest example in tokens; longer ones are truncated (or skipped with --skip-long).")
     var maxSeqLen: Int = 256
@@ -132,7 +132,7 @@ struct TrainingOptions: ParsableArguments {
         var o = FineTuneOptions(base: base, data: data, out: out)
         o.layers = layers; o.rank = rank; o.alpha = alpha; o.dropout = dropout
         o.rslora = rslora; o.dora = dora ? true : nil; o.initialization = initialization; o.template = template
-        o.chatTemplate = chatTemplate == ChatTemplate.llama2.name ? nil : chatTemplate; o.maskPrompt = maskPrompt
+        o.chatTemplate = chatTemplate == "auto" ? nil : chatTemplate; o.maskPrompt = maskPrompt
         o.maxSeqLen = maxSeqLen; o.skipLong = skipLong; o.epochs = epochs; o.steps = steps
         o.batchSize = batchSize; o.gradAccum = gradAccum; o.lr = lr; o.lrSchedule = lrSchedule
         o.warmupSteps = warmupSteps; o.loraplusLrRatio = loraplusLrRatio; o.weightDecay = weightDecay; o.maxGradNorm = maxGradNorm

@@ -18,7 +18,7 @@ struct Generate: ParsableCommand {
             --prompts FILE.jsonl answers many prompts with one loaded base, each with its own adapters: one JSON \
             object per line, {"instruction": …, "input": …, "adapters": ["DIR", "DIR2:0.5"]} (or "adapter": "DIR", \
             or "prompt": raw text, or "messages": a conversation ending with a user message, in --chat-template, \
-            llama2 by default); without "adapters" a line uses the --adapter list, with [] the base alone. Each \
+            auto by default); without "adapters" a line uses the --adapter list, with [] the base alone. Each \
             adapter is read once and switched in and out; one JSON line is printed per prompt.
             """)
 
@@ -39,7 +39,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
     var template: String = "alpaca"
 
-    @Option(help: "Send --instruction as a user message in this chat template (llama2, mistral, zephyr, or a JSON file), as conversation records are trained.")
+    @Option(help: "Send --instruction as a user message in this chat template (auto: the base's own, from its tokenizer_config.json; llama2, mistral, zephyr, or a JSON file), as conversation records are trained.")
     var chatTemplate: String?
 
     @Option(help: "With --chat-template: a system message before the instruction.")
@@ -88,7 +88,7 @@ struct Generate: ParsableCommand {
         if let chatTemplate {
             var encoder = ExampleEncoder(tokenizer: tokenizer, bosId: Int32(weights.config.bosTokenId),
                                          eosId: Int32(weights.config.eosTokenId), maxSeqLen: 2)
-            encoder.chatTemplate = try ChatTemplate.named(chatTemplate)
+            encoder.chatTemplate = try ChatTemplate.resolve(chatTemplate, baseDirectory: model.base)
             let conversation = (system.map { [ChatMessage(role: .system, content: $0)] } ?? [])
                 + [ChatMessage(role: .user, content: instruction ?? "")]
             if let problem = encoder.chatTemplate.problem(with: conversation) { throw LoRAKitError(problem) }
@@ -121,7 +121,9 @@ struct Generate: ParsableCommand {
         let library = AdapterLibrary(model: LlamaModel(weights: weights))
         let bos = Int32(weights.config.bosTokenId), eos = Int32(weights.config.eosTokenId)
         var chat = ExampleEncoder(tokenizer: tokenizer, bosId: bos, eosId: eos, maxSeqLen: 2)
-        chat.chatTemplate = try ChatTemplate.named(chatTemplate ?? ChatTemplate.llama2.name)
+        if requests.contains(where: { $0.messages != nil }) {
+            chat.chatTemplate = try ChatTemplate.resolve(chatTemplate ?? "auto", baseDirectory: model.base)
+        }
         let encoded = try requests.map { request in
             if let messages = request.messages {
                 if let problem = chat.chatTemplate.problem(with: messages) {

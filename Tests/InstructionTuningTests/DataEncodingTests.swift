@@ -139,6 +139,38 @@ final class DataEncodingTests: DataTestCase {
         }
     }
 
+    /// `--chat-template auto`: the base's tokenizer_config.json chat template, told by its markers; llama2 when the
+    /// base has none; a template LoRAKit does not know, or a malformed file, is a clear error.
+    func testAutoChatTemplateComesFromTheBase() throws {
+        let base = directory + "/base"
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        XCTAssertEqual(try ChatTemplate.resolve("auto", baseDirectory: base), .llama2, "no tokenizer_config.json")
+        func config(_ object: [String: Any]) throws {
+            try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: base + "/tokenizer_config.json"))
+        }
+        try config(["bos_token": "<s>"])
+        XCTAssertEqual(try ChatTemplate.resolve("auto", baseDirectory: base), .llama2, "no chat_template")
+        let jinja = [
+            ("{% for m in messages %}{% if m['role'] == 'user' %}{{ '<|user|>\n' + m['content'] + eos_token }}{% elif m['role'] == 'assistant' %}{{ '<|assistant|>\n' + m['content'] + eos_token }}{% endif %}{% endfor %}", ChatTemplate.zephyr),
+            ("{{ bos_token + '[INST] <<SYS>>\n' + system + '\n<</SYS>>\n\n' + user + ' [/INST]' }}", .llama2),
+            ("{{ bos_token }}{% for m in messages %}{{ '[INST] ' + m['content'] + ' [/INST]' }}{% endfor %}", .mistral),
+        ]
+        for (source, expected) in jinja {
+            try config(["chat_template": source])
+            XCTAssertEqual(try ChatTemplate.resolve("auto", baseDirectory: base), expected)
+            try config(["chat_template": [["name": "tool_use", "template": "x"], ["name": "default", "template": source]]])
+            XCTAssertEqual(try ChatTemplate.resolve("auto", baseDirectory: base), expected, "the default of several")
+        }
+        XCTAssertEqual(try ChatTemplate.resolve("zephyr", baseDirectory: base), .zephyr, "a name wins over the base's")
+        try config(["chat_template": "{% for m in messages %}{{ '<|im_start|>' + m['role'] }}{% endfor %}"])
+        assertError(try ChatTemplate.resolve("auto", baseDirectory: base),
+                    contains: ["tokenizer_config.json: its chat template is none LoRAKit knows", "give --chat-template"])
+        try config(["chat_template": 5])
+        assertError(try ChatTemplate.resolve("auto", baseDirectory: base), contains: ["\"chat_template\" is a number"])
+        try Data("{".utf8).write(to: URL(fileURLWithPath: base + "/tokenizer_config.json"))
+        assertError(try ChatTemplate.resolve("auto", baseDirectory: base), contains: ["tokenizer_config.json: malformed JSON"])
+    }
+
     func testTokenBatchPacksTheExamplesAndMasksThePrompt() throws {
         let tokenizer = try tokenizer()
         let examples = try ExampleEncoder(tokenizer: tokenizer, maxSeqLen: 4096).encode(records).examples

@@ -126,8 +126,8 @@ public struct AblationRunner {
                 var evaluator = Evaluator(model: tuner.model, tokenizer: tuner.tokenizer,
                                           template: try PromptTemplate.named(options.template))
                 evaluator.maxSeqLen = options.maxSeqLen
-                evaluator.chatTemplate = try ChatTemplate.named(options.chatTemplateName)
                 let records = try validationRecords(options)
+                if records.contains(where: { $0.messages != nil }) { evaluator.chatTemplate = try options.resolvedChatTemplate() }
                 let report = try evaluator.evaluate(Array(records.prefix(evalLimit)))
                 let result = AblationResult(targets: entry.name, rank: entry.rank,
                                             trainableParams: entry.trainableParameters, seed: seed,

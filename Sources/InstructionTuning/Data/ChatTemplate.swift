@@ -73,6 +73,38 @@ public struct ChatTemplate: Equatable, Sendable {
 
     public static let builtIn: [ChatTemplate] = [.llama2, .mistral, .zephyr]
 
+    /// `nameOrPath` for a model in `baseDirectory`: "auto" is the base's own chat template (`chat_template` in its
+    /// `tokenizer_config.json`, recognised by its markers; llama2 when the base has none), anything else `named`.
+    public static func resolve(_ nameOrPath: String, baseDirectory: String) throws -> ChatTemplate {
+        guard nameOrPath == "auto" else { return try named(nameOrPath) }
+        let path = (baseDirectory as NSString).appendingPathComponent("tokenizer_config.json")
+        guard FileManager.default.fileExists(atPath: path) else { return .llama2 }
+        let bytes = try JSONText.read(path: path, what: "tokenizer config")
+        let value: Any
+        switch JSONText.parse(bytes[...]) {
+        case .success(let parsed): value = parsed
+        case .failure(let error): throw JSONText.malformed(error, in: bytes, path: path)
+        }
+        guard let object = value as? [String: Any], let entry = object["chat_template"] else { return .llama2 }
+        // One template, or a list of named ones (transformers' form for several), of which "default" is used.
+        let source = (entry as? String) ?? (entry as? [[String: Any]])?
+            .first { $0["name"] as? String == "default" }?["template"] as? String
+        guard let source else {
+            throw LoRAKitError.file(path, "\"chat_template\" is \(JSONText.kind(of: entry)) without a \"default\" template; "
+                + "give --chat-template")
+        }
+        if let template = recognise(source) { return template }
+        throw LoRAKitError.file(path, "its chat template is none LoRAKit knows (llama2, mistral or zephyr); give "
+            + "--chat-template with one of those names or a JSON file with user and assistant texts")
+    }
+
+    /// The built-in template a Jinja chat template writes, told by its markers.
+    static func recognise(_ jinja: String) -> ChatTemplate? {
+        if jinja.contains("<|user|>") && jinja.contains("<|assistant|>") { return .zephyr }
+        if jinja.contains("[INST]") { return jinja.contains("<<SYS>>") ? .llama2 : .mistral }
+        return nil
+    }
+
     /// The built-in template called `nameOrPath`, or the template file at that path.
     public static func named(_ nameOrPath: String) throws -> ChatTemplate {
         if let template = builtIn.first(where: { $0.name == nameOrPath }) { return template }

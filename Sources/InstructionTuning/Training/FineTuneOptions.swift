@@ -21,7 +21,8 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
     public var dora: Bool? = nil
     public var initialization: String = "kaiming"
     public var template: String = "alpaca"
-    /// `--chat-template` for conversation records (nil: llama2; optional so that older run files still load).
+    /// `--chat-template` for conversation records (nil: auto, the base's own or llama2; optional so that older run
+    /// files still load).
     public var chatTemplate: String? = nil
     public var maskPrompt: Bool = true
     public var maxSeqLen: Int = 256
@@ -60,8 +61,10 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         self.out = out
     }
 
-    /// The chat template's name or file (`--chat-template`, llama2 by default).
-    public var chatTemplateName: String { chatTemplate ?? ChatTemplate.llama2.name }
+    /// The chat template of this run's conversation records (`--chat-template`, auto by default).
+    public func resolvedChatTemplate() throws -> ChatTemplate {
+        try ChatTemplate.resolve(chatTemplate ?? "auto", baseDirectory: base)
+    }
 
     /// `--init pissa` or `--init pissa_niter_K`: the adapter starts from the base's singular vectors.
     public var isPiSSA: Bool { AdapterInitialization.pissa(method: initialization) != nil }

@@ -46,12 +46,15 @@ public final class FineTuner {
                                      bosId: Int32(weights.config.bosTokenId), eosId: Int32(weights.config.eosTokenId),
                                      maskPrompt: options.maskPrompt, maxSeqLen: options.maxSeqLen,
                                      overflow: options.skipLong ? .skip : .truncate)
-        encoder.chatTemplate = try ChatTemplate.named(options.chatTemplateName)
         let records = try InstructionDataset.load(path: options.data)
-        try encoder.checkConversations(records, path: options.data)
         var trainRecords = records, valRecords: [InstructionRecord] = []
+        if let valPath = options.valData { valRecords = try InstructionDataset.load(path: valPath) }
+        // The chat template matters (and the base's is looked up) only when there are conversations.
+        if (records + valRecords).contains(where: { $0.messages != nil }) {
+            encoder.chatTemplate = try options.resolvedChatTemplate()
+        }
+        try encoder.checkConversations(records, path: options.data)
         if let valPath = options.valData {
-            valRecords = try InstructionDataset.load(path: valPath)
             try encoder.checkConversations(valRecords, path: valPath)
         } else if options.valFraction > 0 {
             (trainRecords, valRecords) = try Batcher.split(records, valFraction: options.valFraction, seed: options.seed)
