@@ -42,7 +42,7 @@ struct Eval: ParsableCommand {
         if let limit { records = Array(records.prefix(limit)) }
         var evaluator = Evaluator(model: loaded.model, tokenizer: loaded.tokenizer, template: try PromptTemplate.named(template))
         evaluator.maxSeqLen = maxSeqLen
-        if records.contains(where: { $0.messages != nil }) {
+        if chatTemplate != "auto" || records.contains(where: { $0.messages != nil }) {
             evaluator.chatTemplate = try ChatTemplate.resolve(chatTemplate, baseDirectory: model.base)
             try ExampleEncoder(tokenizer: loaded.tokenizer, maxSeqLen: maxSeqLen).withChatTemplate(evaluator.chatTemplate)
                 .checkConversations(records, path: data)

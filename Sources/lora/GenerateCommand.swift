@@ -121,7 +121,7 @@ struct Generate: ParsableCommand {
         let library = AdapterLibrary(model: LlamaModel(weights: weights))
         let bos = Int32(weights.config.bosTokenId), eos = Int32(weights.config.eosTokenId)
         var chat = ExampleEncoder(tokenizer: tokenizer, bosId: bos, eosId: eos, maxSeqLen: 2)
-        if requests.contains(where: { $0.messages != nil }) {
+        if chatTemplate != nil || requests.contains(where: { $0.messages != nil }) {
             chat.chatTemplate = try ChatTemplate.resolve(chatTemplate ?? "auto", baseDirectory: model.base)
         }
         let encoded = try requests.map { request in

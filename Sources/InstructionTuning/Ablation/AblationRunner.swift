@@ -127,7 +127,9 @@ public struct AblationRunner {
                                           template: try PromptTemplate.named(options.template))
                 evaluator.maxSeqLen = options.maxSeqLen
                 let records = try validationRecords(options)
-                if records.contains(where: { $0.messages != nil }) { evaluator.chatTemplate = try options.resolvedChatTemplate() }
+                if options.chatTemplate != nil || records.contains(where: { $0.messages != nil }) {
+                    evaluator.chatTemplate = try options.resolvedChatTemplate()
+                }
                 let report = try evaluator.evaluate(Array(records.prefix(evalLimit)))
                 let result = AblationResult(targets: entry.name, rank: entry.rank,
                                             trainableParams: entry.trainableParameters, seed: seed,

@@ -49,8 +49,8 @@ public final class FineTuner {
         let records = try InstructionDataset.load(path: options.data)
         var trainRecords = records, valRecords: [InstructionRecord] = []
         if let valPath = options.valData { valRecords = try InstructionDataset.load(path: valPath) }
-        // The chat template matters (and the base's is looked up) only when there are conversations.
-        if (records + valRecords).contains(where: { $0.messages != nil }) {
+        // The base's chat template (auto) is looked up only when there are conversations; a named one is checked.
+        if options.chatTemplate != nil || (records + valRecords).contains(where: { $0.messages != nil }) {
             encoder.chatTemplate = try options.resolvedChatTemplate()
         }
         try encoder.checkConversations(records, path: options.data)
