@@ -79,12 +79,7 @@ public struct ChatTemplate: Equatable, Sendable {
         guard nameOrPath == "auto" else { return try named(nameOrPath) }
         let path = (baseDirectory as NSString).appendingPathComponent("tokenizer_config.json")
         guard FileManager.default.fileExists(atPath: path) else { return .llama2 }
-        let bytes = try JSONText.read(path: path, what: "tokenizer config")
-        let value: Any
-        switch JSONText.parse(bytes[...]) {
-        case .success(let parsed): value = parsed
-        case .failure(let error): throw JSONText.malformed(error, in: bytes, path: path)
-        }
+        let value = try JSONText.parseFile(path: path, what: "tokenizer config")
         guard let object = value as? [String: Any], let entry = object["chat_template"] else { return .llama2 }
         // One template, or a list of named ones (transformers' form for several), of which "default" is used.
         let source = (entry as? String) ?? (entry as? [[String: Any]])?
@@ -118,12 +113,7 @@ public struct ChatTemplate: Equatable, Sendable {
     /// A template file: `user` and `assistant` (and optionally `system`) texts, each holding `{content}` once;
     /// optional `separator` (text between messages) and `eos_after_every_message`.
     public static func load(path: String) throws -> ChatTemplate {
-        let bytes = try JSONText.read(path: path, what: "chat template")
-        let value: Any
-        switch JSONText.parse(bytes[...]) {
-        case .success(let parsed): value = parsed
-        case .failure(let error): throw JSONText.malformed(error, in: bytes, path: path)
-        }
+        let value = try JSONText.parseFile(path: path, what: "chat template")
         guard let object = value as? [String: Any] else {
             throw LoRAKitError.file(path, "a chat template is a JSON object with \"user\" and \"assistant\" texts, "
                 + "found \(JSONText.kind(of: value))")

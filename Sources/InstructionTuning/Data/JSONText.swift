@@ -36,6 +36,16 @@ enum JSONText {
         return bytes
     }
 
+    /// The JSON value of the whole file at `path` (read as `read(path:what:)` does); malformed JSON is an error
+    /// naming the line and column.
+    static func parseFile(path: String, what: String) throws -> Any {
+        let bytes = try read(path: path, what: what)
+        switch parse(bytes[...]) {
+        case .success(let value): return value
+        case .failure(let error): throw malformed(error, in: bytes, path: path)
+        }
+    }
+
     /// The first byte that does not begin a well-formed UTF-8 sequence (Unicode table 3-7: no overlong forms,
     /// no surrogates, nothing above U+10FFFF), or nil when all bytes are well formed.
     static func firstInvalidUTF8(_ bytes: [UInt8]) -> (offset: Int, byte: UInt8, reason: String)? {

@@ -43,12 +43,7 @@ public struct PromptTemplate: Codable, Equatable, Sendable {
     /// Throws when the file is unreadable or malformed (naming the line and column), a key is missing or not a
     /// string, or a placeholder is missing.
     public static func load(path: String) throws -> PromptTemplate {
-        let bytes = try JSONText.read(path: path, what: "template")
-        let value: Any
-        switch JSONText.parse(bytes[...]) {
-        case .success(let parsed): value = parsed
-        case .failure(let error): throw JSONText.malformed(error, in: bytes, path: path)
-        }
+        let value = try JSONText.parseFile(path: path, what: "template")
         guard let object = value as? [String: Any] else {
             throw LoRAKitError.file(path, "a template is a JSON object with \"prompt_input\" and \"prompt_no_input\", "
                 + "found \(JSONText.kind(of: value))")
