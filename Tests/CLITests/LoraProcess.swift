@@ -27,8 +27,9 @@ enum Lora {
 
     static func fixture(_ path: String) -> String { fixtures.appendingPathComponent(path).path }
 
+    /// `stdin`, when given, is what the process reads on its standard input.
     @discardableResult
-    static func run(_ arguments: [String]) throws -> LoraRun {
+    static func run(_ arguments: [String], stdin: String? = nil) throws -> LoraRun {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
@@ -43,6 +44,12 @@ enum Lora {
         }
         process.standardOutput = try FileHandle(forWritingTo: outURL)
         process.standardError = try FileHandle(forWritingTo: errURL)
+        let inURL = base.appendingPathExtension("in")
+        if let stdin {
+            try Data(stdin.utf8).write(to: inURL)
+            process.standardInput = try FileHandle(forReadingFrom: inURL)
+        }
+        defer { try? FileManager.default.removeItem(at: inURL) }
         try process.run()
         process.waitUntilExit()
         let outData = (try? Data(contentsOf: outURL)) ?? Data()

@@ -133,6 +133,33 @@ final class ModelCommandTests: XCTestCase {
         assertCleanFailure(try Lora.run(["generate", "--base", gqa, "--prompts", list]), mentions: "line 1")
     }
 
+    /// `lora chat`: each input line is a user message; the answers are those of `generate` on the conversation so far
+    /// (the first turn as `--chat-template --system --instruction`, the second as a `--prompts` conversation line);
+    /// /reset starts over, empty lines are skipped.
+    func testChatAnswersEachLineInTheConversationSoFar() throws {
+        let dir = try Lora.temporaryDirectory()
+        let common = ["--base", gqa, "--chat-template", "zephyr", "--max-new-tokens", "5"]
+        let chat = try Lora.run(["chat", "--system", "Be brief."] + common, stdin: "The torou\n\nsanga 2024\n/reset\nThe torou\n")
+        XCTAssertEqual(chat.status, 0, chat.stderr)
+        let answers = chat.stdout.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init)
+        XCTAssertEqual(answers.count, 3, chat.stdout)
+        let first = try Lora.run(["generate", "--system", "Be brief.", "--instruction", "The torou"] + common)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        XCTAssertEqual(answers.first, String(first.stdout.dropLast()))
+        XCTAssertEqual(answers.last, answers.first, "after /reset the conversation starts over")
+        let messages: [[String: String]] = [["role": "system", "content": "Be brief."], ["role": "user", "content": "The torou"],
+                                             ["role": "assistant", "content": answers[0]], ["role": "user", "content": "sanga 2024"]]
+        let list = dir + "/second.jsonl"
+        try JSONSerialization.data(withJSONObject: ["messages": messages]).write(to: URL(fileURLWithPath: list))
+        let second = try Lora.run(["generate", "--prompts", list] + common)
+        XCTAssertEqual(second.status, 0, second.stderr)
+        let object = try JSONSerialization.jsonObject(with: Data(second.stdout.utf8)) as? [String: Any]
+        XCTAssertEqual(object?["output"] as? String, answers[1])
+        // mistral has no system message: refused before reading anything
+        assertCleanFailure(try Lora.run(["chat", "--base", gqa, "--chat-template", "mistral", "--system", "x"], stdin: "hi\n"),
+                           mentions: "has no \"system\" text")
+    }
+
     func testBadModelInputsFailCleanly() throws {
         let dir = try Lora.temporaryDirectory()
         let out = dir + "/logits.safetensors"

@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import InstructionTuning
+import MiniGPT
+import Tensors
+import Tokenizer
+
+/// `lora chat`: a conversation with a model on the terminal (mlx-lm's `chat`, llama.cpp's conversation mode).
+struct Chat: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Talk with a model: each line read is a user message, answered in the chat template.",
+        discussion: """
+            The conversation so far (after --system, if given) is written in --chat-template, as conversation \
+            records are trained, and the answer is generated after it; answers join the conversation. On a \
+            terminal answers appear as they are generated. An empty line is skipped, /reset starts a new \
+            conversation, end of input (Ctrl-D) ends the chat.
+            """)
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(help: "Chat template: auto (the base's own, from its tokenizer_config.json; llama2 if it has none), llama2, mistral, zephyr, or a JSON file.")
+    var chatTemplate: String = "auto"
+
+    @Option(help: "A system message before the conversation.")
+    var system: String?
+
+    @Option(help: "Maximum number of new tokens per answer.")
+    var maxNewTokens: Int = 256
+
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temperature: Float = 0
+
+    @Option(help: "Nucleus sampling: keep the smallest set of tokens whose probability reaches P.")
+    var topP: Float = 1
+
+    @Option(help: "Random seed for sampling.")
+    var seed: UInt64 = 0
+
+    @OptionGroup var runtime: RuntimeOptions
+
+    func validate() throws {
+        if maxNewTokens < 1 || maxNewTokens > 1 << 20 {
+            throw ValidationError("--max-new-tokens must be in 1...\(1 << 20), got \(maxNewTokens)")
+        }
+        if !(temperature >= 0) { throw ValidationError("--temperature must be >= 0, got \(temperature)") }
+        if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
+    }
+
+    func run() throws {
+        runtime.apply()
+        let (loaded, tokenizer) = try model.load(inMemory: true)
+        let config = loaded.weights.config
+        let eos = Int32(config.eosTokenId)
+        var encoder = ExampleEncoder(tokenizer: tokenizer, bosId: Int32(config.bosTokenId), eosId: eos, maxSeqLen: 2)
+        encoder.chatTemplate = try ChatTemplate.resolve(chatTemplate, baseDirectory: model.base)
+        let opening = system.map { [ChatMessage(role: .system, content: $0)] } ?? []
+        if let problem = encoder.chatTemplate.problem(with: opening + [ChatMessage(role: .user, content: "")]) {
+            throw LoRAKitError(problem)
+        }
+        let terminal = isatty(STDOUT_FILENO) != 0, typing = isatty(STDIN_FILENO) != 0
+        if typing { printError("chat template \(encoder.chatTemplate.name); /reset starts over, Ctrl-D ends") }
+        var conversation = opening
+        var sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
+        var generator = Generator(model: loaded, capacity: 0)
+        while true {
+            if typing { FileHandle.standardError.write(Data("> ".utf8)) }
+            guard let line = readLine() else { break }
+            let text = line.trimmingCharacters(in: .whitespaces)
+            if text.isEmpty { continue }
+            if text == "/reset" {
+                conversation = opening
+                continue
+            }
+            conversation.append(ChatMessage(role: .user, content: line))
+            let promptIDs = encoder.promptIDs(conversation: conversation)
+            if generator.capacity < promptIDs.count + maxNewTokens {
+                generator = Generator(model: loaded, capacity: promptIDs.count + maxNewTokens)
+            }
+            var stream = terminal ? TextStream(tokenizer: tokenizer, stop: eos) : nil
+            let ids = try generator.generate(prompt: promptIDs, maxNewTokens: maxNewTokens, sampler: &sampler,
+                                             stop: eos, onToken: { stream?.append($0) })
+            let answer = try tokenizer.decode(ids.last == eos ? Array(ids.dropLast()) : ids)
+            if stream != nil { stream?.finish(answer) } else { print(answer) }
+            conversation.append(ChatMessage(role: .assistant, content: answer))
+        }
+    }
+}
