@@ -24,27 +24,8 @@ struct Chat: ParsableCommand {
     @Option(help: "A system message before the conversation.")
     var system: String?
 
-    @Option(help: "Maximum number of new tokens per answer.")
-    var maxNewTokens: Int = 256
-
-    @Option(help: "Sampling temperature; 0 is greedy.")
-    var temperature: Float = 0
-
-    @Option(help: "Nucleus sampling: keep the smallest set of tokens whose probability reaches P.")
-    var topP: Float = 1
-
-    @Option(help: "Random seed for sampling.")
-    var seed: UInt64 = 0
-
+    @OptionGroup var sampling: SamplingOptions
     @OptionGroup var runtime: RuntimeOptions
-
-    func validate() throws {
-        if maxNewTokens < 1 || maxNewTokens > 1 << 20 {
-            throw ValidationError("--max-new-tokens must be in 1...\(1 << 20), got \(maxNewTokens)")
-        }
-        if !(temperature >= 0) { throw ValidationError("--temperature must be >= 0, got \(temperature)") }
-        if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
-    }
 
     func run() throws {
         runtime.apply()
@@ -60,7 +41,7 @@ struct Chat: ParsableCommand {
         let terminal = isatty(STDOUT_FILENO) != 0, typing = isatty(STDIN_FILENO) != 0
         if typing { printError("chat template \(encoder.chatTemplate.name); /reset starts over, Ctrl-D ends") }
         var conversation = opening
-        var sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
+        var sampler = sampling.sampler()
         var generator = Generator(model: loaded, capacity: 0)
         while true {
             if typing { FileHandle.standardError.write(Data("> ".utf8)) }
@@ -73,11 +54,11 @@ struct Chat: ParsableCommand {
             }
             conversation.append(ChatMessage(role: .user, content: line))
             let promptIDs = encoder.promptIDs(conversation: conversation)
-            if generator.capacity < promptIDs.count + maxNewTokens {
-                generator = Generator(model: loaded, capacity: promptIDs.count + maxNewTokens)
+            if generator.capacity < promptIDs.count + sampling.maxNewTokens {
+                generator = Generator(model: loaded, capacity: promptIDs.count + sampling.maxNewTokens)
             }
             var stream = terminal ? TextStream(tokenizer: tokenizer, stop: eos) : nil
-            let ids = try generator.generate(prompt: promptIDs, maxNewTokens: maxNewTokens, sampler: &sampler,
+            let ids = try generator.generate(prompt: promptIDs, maxNewTokens: sampling.maxNewTokens, sampler: &sampler,
                                              stop: eos, onToken: { stream?.append($0) })
             let answer = try tokenizer.decode(ids.last == eos ? Array(ids.dropLast()) : ids)
             if stream != nil { stream?.finish(answer) } else { print(answer) }

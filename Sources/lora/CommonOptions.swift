@@ -17,6 +17,33 @@ struct RuntimeOptions: ParsableArguments {
     func apply() { Threads.set(threads ?? Threads.available) }
 }
 
+/// How `generate` and `chat` pick tokens: how many, greedy or sampled.
+struct SamplingOptions: ParsableArguments {
+    @Option(help: "Maximum number of new tokens.")
+    var maxNewTokens: Int = 128
+
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temperature: Float = 0
+
+    @Option(help: "Nucleus sampling: keep the smallest set of tokens whose probability reaches P.")
+    var topP: Float = 1
+
+    @Option(help: "Random seed for sampling.")
+    var seed: UInt64 = 0
+
+    func validate() throws {
+        // The KV cache is allocated up front for prompt + new tokens.
+        if maxNewTokens < 1 || maxNewTokens > 1 << 20 {
+            throw ValidationError("--max-new-tokens must be in 1...\(1 << 20), got \(maxNewTokens)")
+        }
+        if !(temperature >= 0) { throw ValidationError("--temperature must be >= 0, got \(temperature)") }
+        if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
+    }
+
+    /// A fresh sampler with these settings.
+    func sampler() -> Sampler { Sampler(temperature: temperature, topP: topP, seed: seed) }
+}
+
 /// `--grad-checkpoint`, for the commands that train.
 struct GradientCheckpointOption: ParsableArguments {
     @Flag(name: .customLong("grad-checkpoint"),

@@ -45,18 +45,7 @@ struct Generate: ParsableCommand {
     @Option(help: "With --chat-template: a system message before the instruction.")
     var system: String?
 
-    @Option(help: "Maximum number of new tokens.")
-    var maxNewTokens: Int = 128
-
-    @Option(help: "Sampling temperature; 0 is greedy.")
-    var temperature: Float = 0
-
-    @Option(help: "Nucleus sampling: keep the smallest set of tokens whose probability reaches P.")
-    var topP: Float = 1
-
-    @Option(help: "Random seed for sampling.")
-    var seed: UInt64 = 0
-
+    @OptionGroup var sampling: SamplingOptions
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -71,11 +60,6 @@ struct Generate: ParsableCommand {
             throw ValidationError("--system goes with --chat-template and --instruction (a --prompts line gives its own)")
         }
         if prompt != nil && template != "alpaca" { throw ValidationError("--template formats --instruction; --prompt is sent as it is") }
-        if maxNewTokens < 1 { throw ValidationError("--max-new-tokens must be at least 1, got \(maxNewTokens)") }
-        // The KV cache is allocated up front for prompt + new tokens.
-        if maxNewTokens > 1 << 20 { throw ValidationError("--max-new-tokens must be at most \(1 << 20), got \(maxNewTokens)") }
-        if !(temperature >= 0) { throw ValidationError("--temperature must be >= 0, got \(temperature)") }
-        if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
     }
 
     func run() throws {
@@ -97,13 +81,13 @@ struct Generate: ParsableCommand {
             let text = prompt ?? promptTemplate.prompt(instruction: instruction ?? "", input: input ?? "")
             promptIDs = [Int32(weights.config.bosTokenId)] + tokenizer.encode(text)
         }
-        let generator = Generator(model: loaded, capacity: promptIDs.count + maxNewTokens)
-        var sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
+        let generator = Generator(model: loaded, capacity: promptIDs.count + sampling.maxNewTokens)
+        var sampler = sampling.sampler()
         let eos = Int32(weights.config.eosTokenId)
         // On a terminal the answer appears as it is generated; a pipe or file gets it in one piece.
         var stream = isatty(STDOUT_FILENO) != 0 ? TextStream(tokenizer: tokenizer, stop: eos) : nil
         let started = Date()
-        let ids = try generator.generate(prompt: promptIDs, maxNewTokens: maxNewTokens, sampler: &sampler,
+        let ids = try generator.generate(prompt: promptIDs, maxNewTokens: sampling.maxNewTokens, sampler: &sampler,
                                          stop: eos, onToken: { stream?.append($0) })
         let seconds = Date().timeIntervalSince(started)
         let answer = try tokenizer.decode(ids.last == eos ? Array(ids.dropLast()) : ids)
@@ -133,7 +117,7 @@ struct Generate: ParsableCommand {
             }
             return [bos] + tokenizer.encode(request.prompt ?? promptTemplate.prompt(instruction: request.instruction ?? "", input: request.input))
         }
-        let generator = Generator(model: library.model, capacity: (encoded.map(\.count).max() ?? 0) + maxNewTokens)
+        let generator = Generator(model: library.model, capacity: (encoded.map(\.count).max() ?? 0) + sampling.maxNewTokens)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         for (request, promptIDs) in zip(requests, encoded) {
@@ -143,9 +127,9 @@ struct Generate: ParsableCommand {
             } catch let error as LoRAKitError {
                 throw LoRAKitError.file(listPath, "line \(request.line): \(error.message)")
             }
-            var sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
+            var sampler = sampling.sampler()
             let started = Date()
-            let ids = try generator.generate(prompt: promptIDs, maxNewTokens: maxNewTokens, sampler: &sampler, stop: eos)
+            let ids = try generator.generate(prompt: promptIDs, maxNewTokens: sampling.maxNewTokens, sampler: &sampler, stop: eos)
             let seconds = Date().timeIntervalSince(started)
             let answer = ids.last == eos ? Array(ids.dropLast()) : ids
             let line = PromptAnswer(line: request.line, adapters: adapters, output: try tokenizer.decode(answer),
