@@ -16,7 +16,7 @@ struct Ablate: ParsableCommand {
             """)
 
     @Option(help: "Base model directory (Hugging Face layout).") var base: String?
-    @Option(help: "Training data: JSON array or JSONL of instruction/input/output, prompt/completion or text records.") var data: String?
+    @Option(help: "Training data: JSON array or JSONL of instruction/input/output, prompt/completion, text or messages records, or a directory in mlx-lm's layout (train.jsonl, valid.jsonl).") var data: String?
     @Option(help: "Output directory for the results and the adapters.") var out: String?
     @Option(help: "Trainable parameters per set (default: q,v at rank 8).") var budget: Int?
     @Option(parsing: .upToNextOption, help: "Target sets, each like q or q,v or ffn (default: the paper's nine).")

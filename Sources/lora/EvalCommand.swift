@@ -13,7 +13,7 @@ struct Eval: ParsableCommand {
             """)
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "Data: JSON array or JSONL of instruction/input/output, prompt/completion or text records.") var data: String
+    @Option(help: "Data: JSON array or JSONL of instruction/input/output, prompt/completion, text or messages records, or a directory in mlx-lm's layout (its test.jsonl).") var data: String
     @Option(help: "Prompt template: alpaca, or a JSON file with prompt_input and prompt_no_input.")
     var template: String = "alpaca"
     @Option(help: "Chat template for {\"messages\"} records: auto (the base's own; llama2 if it has none), llama2, mistral, zephyr, or a JSON file (as in finetune).")
@@ -38,14 +38,15 @@ struct Eval: ParsableCommand {
         runtime.apply()
         let baselineReport = try baseline.map { try EvaluationComparison.loadReport(path: $0) }
         let loaded = try model.load()
-        var records = try InstructionDataset.load(path: data)
+        let dataFile = try DataDirectory.resolve(data, split: .test)
+        var records = try InstructionDataset.load(path: dataFile)
         if let limit { records = Array(records.prefix(limit)) }
         var evaluator = Evaluator(model: loaded.model, tokenizer: loaded.tokenizer, template: try PromptTemplate.named(template))
         evaluator.maxSeqLen = maxSeqLen
         if chatTemplate != "auto" || records.contains(where: { $0.messages != nil }) {
             evaluator.chatTemplate = try ChatTemplate.resolve(chatTemplate, baseDirectory: model.base)
             try ExampleEncoder(tokenizer: loaded.tokenizer, maxSeqLen: maxSeqLen).withChatTemplate(evaluator.chatTemplate)
-                .checkConversations(records, path: data)
+                .checkConversations(records, path: dataFile)
         }
         let progress = ProgressLine()
         let onProgress: (Int, Int) -> Void = { done, total in

@@ -18,7 +18,7 @@ struct Finetune: ParsableCommand {
             """)
 
     @Option(help: "Base model directory (Hugging Face layout).") var base: String?
-    @Option(help: "Training data: JSON array or JSONL of instruction/input/output, prompt/completion, text or messages records.") var data: String?
+    @Option(help: "Training data: JSON array or JSONL of instruction/input/output, prompt/completion, text or messages records, or a directory in mlx-lm's layout (train.jsonl, and valid.jsonl for validation).") var data: String?
     @Option(help: "Output directory for the adapter, checkpoints and metrics.") var out: String?
     @Option(help: "Projections to adapt: q,k,v,o,gate,up,down, attn, ffn, all, or HF names (q_proj …).")
     var targets: String = "q,v"

@@ -108,6 +108,39 @@ final class FinetuneCommandTests: XCTestCase {
                                          "--chat-template", "vicuna"]), mentions: "unknown chat template \"vicuna\"")
     }
 
+    /// mlx-lm's data directory: train.jsonl trains, valid.jsonl validates (unless --val-fraction says otherwise),
+    /// and `eval` reads test.jsonl; the run's options name the files, so a resume finds them.
+    func testDataDirectoryInMLXLayout() throws {
+        let dir = try Lora.temporaryDirectory()
+        let records = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: data))) as? [[String: Any]])
+        let lines = try records.map { String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self) }
+        let data = dir + "/data"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        for (name, part) in [("train", lines), ("valid", Array(lines.prefix(2))), ("test", Array(lines.suffix(1)))] {
+            try (part.joined(separator: "\n") + "\n").write(toFile: data + "/\(name).jsonl", atomically: true, encoding: .utf8)
+        }
+        let out = dir + "/run"
+        let run = try Lora.run(["finetune", "--base", gqa, "--data", data, "--out", out, "--steps", "2", "--batch-size", "2"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.stderr.contains("data: \(lines.count) training examples, 2 validation"), run.stderr)
+        let options = try String(contentsOfFile: out + "/run_options.json", encoding: .utf8)
+        XCTAssertTrue(options.contains("train.jsonl") && options.contains("valid.jsonl"), options)
+        XCTAssertEqual(try Lora.run(["finetune", "--resume", out]).status, 0)
+        let split = try Lora.run(["finetune", "--base", gqa, "--data", data, "--out", dir + "/split", "--steps", "1",
+                                  "--val-fraction", "0.5"])
+        XCTAssertTrue(split.stderr.contains("data: 2 training examples, 2 validation"), split.stderr)
+
+        let eval = try Lora.run(["eval", "--base", gqa, "--adapter", out, "--data", data, "--no-generate"])
+        XCTAssertEqual(eval.status, 0, eval.stderr)
+        let report = try JSONSerialization.jsonObject(with: Data(eval.stdout.utf8)) as? [String: Any]
+        XCTAssertEqual(report?["count"] as? Int, 1, "test.jsonl's one record")
+
+        try FileManager.default.removeItem(atPath: data + "/train.jsonl")
+        assertCleanFailure(try Lora.run(["finetune", "--base", gqa, "--data", data, "--out", dir + "/none", "--steps", "1"]),
+                           mentions: "a data directory needs train.jsonl or train.json")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/none"))
+    }
+
     func testBadFinetuneInputsFailCleanlyAndWriteNothing() throws {
         let dir = try Lora.temporaryDirectory()
         let out = dir + "/never"

@@ -277,7 +277,7 @@ final class HostileInputTests: XCTestCase {
         let longRecord = try JSONSerialization.data(withJSONObject: [["instruction": long, "output": "ok"]])
         return [
             HostileCase(id: "D01", arguments: finetune(data: path("no-such-data.json")), needle: "no such dataset file"),
-            HostileCase(id: "D02", arguments: finetune(data: Self.root), needle: "is a directory"),
+            HostileCase(id: "D02", arguments: finetune(data: Self.root), needle: "a data directory needs train.jsonl or train.json"),
             HostileCase(id: "D03", arguments: finetune(data: try write("empty.json", "")), needle: "no records"),
             HostileCase(id: "D04", arguments: finetune(data: try write("latin1.json", Data("[{\"instruction\": \"caf".utf8) + Data([0xE9]) + Data("\", \"output\": \"x\"}]".utf8))),
                         needle: "not UTF-8 text"),

@@ -37,10 +37,12 @@ public struct AblationRunner {
     /// an interrupted one continues from its checkpoint.
     private var continuing = false
 
-    public init(plan: AblationPlan, training: FineTuneOptions, seeds: Int, out: String) throws {
+    public init(plan: AblationPlan, training given: FineTuneOptions, seeds: Int, out: String) throws {
         guard seeds >= 1 else { throw LoRAKitError("--seeds must be at least 1, got \(seeds)") }
+        let training = try given.resolvingDataDirectory()
         guard training.valData != nil || training.valFraction > 0 else {
-            throw LoRAKitError("an ablation compares validation results: give --val-data or --val-fraction")
+            throw LoRAKitError("an ablation compares validation results: give --val-data or --val-fraction (or a data "
+                + "directory with valid.jsonl)")
         }
         self.plan = plan
         self.training = training

@@ -66,6 +66,16 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
         try ChatTemplate.resolve(chatTemplate ?? "auto", baseDirectory: base)
     }
 
+    /// These options with a data directory (mlx-lm's layout) replaced by its files: `train.jsonl` for `data`, and
+    /// `valid.jsonl`, when it is there, for `valData` unless `--val-data` or `--val-fraction` says otherwise.
+    public func resolvingDataDirectory() throws -> FineTuneOptions {
+        guard DataDirectory.isDirectory(data) else { return self }
+        var resolved = self
+        resolved.data = try DataDirectory.resolve(data, split: .train)
+        if valData == nil && valFraction == 0 { resolved.valData = DataDirectory.file(.valid, in: data) }
+        return resolved
+    }
+
     /// `--init pissa` or `--init pissa_niter_K`: the adapter starts from the base's singular vectors.
     public var isPiSSA: Bool { AdapterInitialization.pissa(method: initialization) != nil }
 

@@ -26,8 +26,9 @@ public final class FineTuner {
     let resumed: TrainerCheckpoint?
 
     /// Loads the base and the data, builds (or loads) the adapter. Nothing is written until `run`.
-    public init(options: FineTuneOptions, resume: TrainerCheckpoint? = nil) throws {
-        try options.validate()
+    public init(options given: FineTuneOptions, resume: TrainerCheckpoint? = nil) throws {
+        try given.validate()
+        let options = try given.resolvingDataDirectory()
         self.options = options
         resumed = resume
         // PiSSA on a quantized base (QPiSSA) takes the SVD of the F32 weights and quantizes the residual it trains
