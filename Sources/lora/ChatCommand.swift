@@ -46,13 +46,14 @@ struct Chat: ParsableCommand {
         while true {
             if typing { FileHandle.standardError.write(Data("> ".utf8)) }
             guard let line = readLine() else { break }
-            let text = line.trimmingCharacters(in: .whitespaces)
+            // a line typed or piped with CRLF ends in "\r": not part of the message
+            let text = line.trimmingCharacters(in: .whitespacesAndNewlines)
             if text.isEmpty { continue }
             if text == "/reset" {
                 conversation = opening
                 continue
             }
-            conversation.append(ChatMessage(role: .user, content: line))
+            conversation.append(ChatMessage(role: .user, content: text))
             let promptIDs = encoder.promptIDs(conversation: conversation)
             if generator.capacity < promptIDs.count + sampling.maxNewTokens {
                 generator = Generator(model: loaded, capacity: promptIDs.count + sampling.maxNewTokens)
