@@ -64,6 +64,10 @@ struct Finetune: ParsableCommand {
         }
         tuner.model.gradientCheckpointing = gradCheckpoint.enabled
         let weights = tuner.model.weights
+        if let template = tuner.conversationTemplate {
+            printError("conversations: written in the \(template.name) chat template"
+                       + (tuner.options.chatTemplate == nil ? " (--chat-template auto)" : ""))
+        }
         if weights.isQuantized {
             let bytes = weights.projectionBytes
             printError(String(format: "base: projections stored as %@, %.2f MiB (%.1f%% of %.2f MiB in F32)",

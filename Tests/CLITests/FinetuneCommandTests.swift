@@ -78,6 +78,7 @@ final class FinetuneCommandTests: XCTestCase {
         let run = try Lora.run(["finetune", "--base", gqa, "--data", chat, "--out", out, "--steps", "2", "--batch-size", "2",
                                 "--chat-template", "zephyr", "--save-every", "1"])
         XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.stderr.contains("conversations: written in the zephyr chat template"), run.stderr)
         let options = try String(contentsOfFile: out + "/run_options.json", encoding: .utf8)
         XCTAssertTrue(options.contains("zephyr"), options)
         XCTAssertEqual(try Lora.run(["finetune", "--resume", out]).status, 0)

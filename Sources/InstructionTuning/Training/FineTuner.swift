@@ -21,6 +21,8 @@ public final class FineTuner {
     let batcher: Batcher
     let validation: [EncodedExample]
     public let totalSteps: Int
+    /// The chat template the run's conversation records are written in; nil when the data has none.
+    public let conversationTemplate: ChatTemplate?
     var state: TrainerState
     /// Set when this tuner continues a run (from a checkpoint or from the run's start): the run directory exists.
     let resumed: TrainerCheckpoint?
@@ -51,9 +53,9 @@ public final class FineTuner {
         var trainRecords = records, valRecords: [InstructionRecord] = []
         if let valPath = options.valData { valRecords = try InstructionDataset.load(path: valPath) }
         // The base's chat template (auto) is looked up only when there are conversations; a named one is checked.
-        if options.chatTemplate != nil || (records + valRecords).contains(where: { $0.messages != nil }) {
-            encoder.chatTemplate = try options.resolvedChatTemplate()
-        }
+        let hasConversations = (records + valRecords).contains { $0.messages != nil }
+        if options.chatTemplate != nil || hasConversations { encoder.chatTemplate = try options.resolvedChatTemplate() }
+        conversationTemplate = hasConversations ? encoder.chatTemplate : nil
         try encoder.checkConversations(records, path: options.data)
         if let valPath = options.valData {
             try encoder.checkConversations(valRecords, path: valPath)
