@@ -6,12 +6,16 @@
 #   generation — `lora bench --generate 128` vs llama.cpp (llama-cpp-python) on the M model exported as F32 GGUF
 #               by `lora merge --format gguf`, greedy, same prompt ids, 128 new tokens, end-of-sequence ignored;
 #   with --dora, DoRA training instead: `lora bench --dora` vs the same reference script run with PEFT's
-#               use_dora=True (scripts/torch_peft_dora.py), the environment as it is, no generation.
+#               use_dora=True (scripts/torch_peft_dora.py), the environment as it is, no generation;
+#   with --grad-checkpoint, gradient checkpointing on both sides: `lora bench --grad-checkpoint` vs the reference
+#               script with transformers' checkpointing (scripts/torch_peft_checkpointing.py), on S, M and L (M's
+#               model with 4 x 1024 tokens and every projection adapted, where activations dominate memory).
 # Prints a Markdown table (medians over --repeats runs; each run of every tool back to back) and writes it, the raw
 # JSON lines and the exported model into --out (default $TMPDIR/lorakit-bench). Speed is never measured by the
 # test suite; this script is where it is measured.
 #
-# Usage: scripts/bench-vs-pytorch.sh [--repeats N] [--threads N] [--out DIR] [--no-build] [--skip-generation] [--dora]
+# Usage: scripts/bench-vs-pytorch.sh [--repeats N] [--threads N] [--out DIR] [--no-build] [--skip-generation]
+#                                    [--dora | --grad-checkpoint]
 # Needs: a Python with torch, transformers, peft (and llama-cpp-python for generation): $PYTHON, default
 # /tmp/refenv/bin/python (see ../shared/bench/README.md). LORA=path/to/lora runs that binary instead of building.
 set -euo pipefail
@@ -23,6 +27,7 @@ out=${TMPDIR:-/tmp}/lorakit-bench
 build=1
 generation=1
 dora=0
+checkpointing=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --repeats) repeats=$2; shift 2 ;;
@@ -31,7 +36,8 @@ while [ $# -gt 0 ]; do
         --no-build) build=0; shift ;;
         --skip-generation) generation=0; shift ;;
         --dora) dora=1; generation=0; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --grad-checkpoint) checkpointing=1; generation=0; shift ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -57,6 +63,9 @@ cut -d' ' -f1-3 /proc/loadavg > "$out/load-start"
 declare -A FLAGS
 FLAGS[S]="--dim 288 --layers 6 --heads 6 --hidden 768 --vocab 32000 --seq 256 --batch 8 --targets q_proj,v_proj --rank 8"
 FLAGS[M]="--dim 768 --layers 12 --heads 12 --hidden 2048 --vocab 32000 --seq 256 --batch 4 --targets q_proj,v_proj --rank 8"
+FLAGS[L]="--dim 768 --layers 12 --heads 12 --hidden 2048 --vocab 32000 --seq 1024 --batch 4 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --rank 8 --steps 2 --warmup 1"
+configs="S M"
+if [ "$checkpointing" = 1 ]; then configs="S M L"; fi
 
 # record CONFIG RUN JSON: tags a result line and appends it to the raw file
 record() {
@@ -68,8 +77,17 @@ record() {
 }
 
 for i in $(seq 1 "$repeats"); do
-    for config in S M; do
+    for config in $configs; do
         echo "== round $i/$repeats, $config" >&2
+        if [ "$checkpointing" = 1 ]; then
+            # shellcheck disable=SC2086
+            "$PYTHON" scripts/torch_peft_checkpointing.py "$TORCH_BENCH" ${FLAGS[$config]} --threads "$threads" \
+                2>/dev/null | record "$config" torch-checkpointing
+            # shellcheck disable=SC2086
+            env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$LORA" bench ${FLAGS[$config]} --threads "$threads" \
+                --grad-checkpoint | record "$config" lora-checkpointing
+            continue
+        fi
         if [ "$dora" = 1 ]; then
             # shellcheck disable=SC2086
             "$PYTHON" scripts/torch_peft_dora.py "$TORCH_BENCH" ${FLAGS[$config]} --threads "$threads" 2>/dev/null \
@@ -162,6 +180,24 @@ if any(r["run"] == "lora-dora" for r in rows):
         trainable = sorted({r["result"]["trainable"] for r in rows if r["config"] == config})
         print(f"| {config} | {torch:.1f} | {lora:.1f} | {lora / torch:.2f}× | {'/'.join(map(str, trainable))} | "
               f"{pick(config, 'torch-dora', 'peak_rss_mib'):.0f} | {pick(config, 'lora-dora', 'peak_rss_mib'):.0f} |")
+    sys.exit(0)
+if any(r["run"] == "lora-checkpointing" for r in rows):
+    print(f"Measured {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {cpu}, {cores} cores, {threads} threads, "
+          f"median of {repeats} runs per cell; gradient checkpointing on both sides (transformers' non-reentrant; "
+          f"lora --grad-checkpoint, OPENBLAS_CORETYPE unset); torch {first('S', 'torch-checkpointing', 'torch')}; "
+          f"load average {load_start} at the start, {load_end} at the end.")
+    print()
+    print("| config | PyTorch+PEFT tok/s | lora tok/s | ratio | PyTorch peak RSS MiB | lora peak RSS MiB | RSS ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for config in ["S", "M", "L"]:
+        torch = pick(config, "torch-checkpointing", "tokens_per_s")
+        lora = pick(config, "lora-checkpointing", "tokens_per_s")
+        if torch is None or lora is None:
+            continue
+        torch_rss = pick(config, "torch-checkpointing", "peak_rss_mib")
+        lora_rss = pick(config, "lora-checkpointing", "peak_rss_mib")
+        print(f"| {config} | {torch:.1f} | {lora:.1f} | {lora / torch:.2f}× | {torch_rss:.0f} | {lora_rss:.0f} | "
+              f"{lora_rss / torch_rss:.2f} |")
     sys.exit(0)
 print(f"Measured {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {cpu}, {cores} cores, {threads} threads, "
       f"median of {repeats} runs per cell; torch {first('S', 'torch', 'torch')}; "
