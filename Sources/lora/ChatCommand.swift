@@ -31,15 +31,14 @@ struct Chat: ParsableCommand {
         runtime.apply()
         let (loaded, tokenizer) = try model.load(inMemory: true)
         let config = loaded.weights.config
-        let eos = Int32(config.eosTokenId)
-        var encoder = ExampleEncoder(tokenizer: tokenizer, bosId: Int32(config.bosTokenId), eosId: eos, maxSeqLen: 2)
-        encoder.chatTemplate = try ChatTemplate.resolve(chatTemplate, baseDirectory: model.base)
+        let bos = Int32(config.bosTokenId), eos = Int32(config.eosTokenId)
+        let chat = try ChatTemplate.resolve(chatTemplate, baseDirectory: model.base)
         let opening = system.map { [ChatMessage(role: .system, content: $0)] } ?? []
-        if let problem = encoder.chatTemplate.problem(with: opening + [ChatMessage(role: .user, content: "")]) {
+        if let problem = chat.problem(with: opening + [ChatMessage(role: .user, content: "")]) {
             throw LoRAKitError(problem)
         }
         let terminal = isatty(STDOUT_FILENO) != 0, typing = isatty(STDIN_FILENO) != 0
-        if typing { printError("chat template \(encoder.chatTemplate.name); /reset starts over, Ctrl-D ends") }
+        if typing { printError("chat template \(chat.name); /reset starts over, Ctrl-D ends") }
         var conversation = opening
         var sampler = sampling.sampler()
         var generator = Generator(model: loaded, capacity: 0)
@@ -54,7 +53,7 @@ struct Chat: ParsableCommand {
                 continue
             }
             conversation.append(ChatMessage(role: .user, content: text))
-            let promptIDs = encoder.promptIDs(conversation: conversation)
+            let promptIDs = chat.promptIDs(conversation, tokenizer: tokenizer, bosId: bos, eosId: eos)
             if generator.capacity < promptIDs.count + sampling.maxNewTokens {
                 generator = Generator(model: loaded, capacity: promptIDs.count + sampling.maxNewTokens)
             }

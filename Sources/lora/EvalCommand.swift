@@ -45,8 +45,7 @@ struct Eval: ParsableCommand {
         evaluator.maxSeqLen = maxSeqLen
         if chatTemplate != "auto" || records.contains(where: { $0.messages != nil }) {
             evaluator.chatTemplate = try ChatTemplate.resolve(chatTemplate, baseDirectory: model.base)
-            try ExampleEncoder(tokenizer: loaded.tokenizer, maxSeqLen: maxSeqLen).withChatTemplate(evaluator.chatTemplate)
-                .checkConversations(records, path: dataFile)
+            try evaluator.chatTemplate.check(records, path: dataFile)
         }
         let progress = ProgressLine()
         let onProgress: (Int, Int) -> Void = { done, total in

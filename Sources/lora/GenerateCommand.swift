@@ -70,13 +70,12 @@ struct Generate: ParsableCommand {
         let weights = loaded.weights
         let promptIDs: [Int32]
         if let chatTemplate {
-            var encoder = ExampleEncoder(tokenizer: tokenizer, bosId: Int32(weights.config.bosTokenId),
-                                         eosId: Int32(weights.config.eosTokenId), maxSeqLen: 2)
-            encoder.chatTemplate = try ChatTemplate.resolve(chatTemplate, baseDirectory: model.base)
+            let chat = try ChatTemplate.resolve(chatTemplate, baseDirectory: model.base)
             let conversation = (system.map { [ChatMessage(role: .system, content: $0)] } ?? [])
                 + [ChatMessage(role: .user, content: instruction ?? "")]
-            if let problem = encoder.chatTemplate.problem(with: conversation) { throw LoRAKitError(problem) }
-            promptIDs = encoder.promptIDs(conversation: conversation)
+            if let problem = chat.problem(with: conversation) { throw LoRAKitError(problem) }
+            promptIDs = chat.promptIDs(conversation, tokenizer: tokenizer, bosId: Int32(weights.config.bosTokenId),
+                                       eosId: Int32(weights.config.eosTokenId))
         } else {
             let text = prompt ?? promptTemplate.prompt(instruction: instruction ?? "", input: input ?? "")
             promptIDs = [Int32(weights.config.bosTokenId)] + tokenizer.encode(text)
@@ -104,16 +103,15 @@ struct Generate: ParsableCommand {
         let tokenizer = try BaseModel.tokenizer(directory: model.base)
         let library = AdapterLibrary(model: LlamaModel(weights: weights))
         let bos = Int32(weights.config.bosTokenId), eos = Int32(weights.config.eosTokenId)
-        var chat = ExampleEncoder(tokenizer: tokenizer, bosId: bos, eosId: eos, maxSeqLen: 2)
-        if chatTemplate != nil || requests.contains(where: { $0.messages != nil }) {
-            chat.chatTemplate = try ChatTemplate.resolve(chatTemplate ?? "auto", baseDirectory: model.base)
-        }
+        // the base's chat template (auto) is looked up only when a line is a conversation; a named one is checked
+        let chat = chatTemplate != nil || requests.contains(where: { $0.messages != nil })
+            ? try ChatTemplate.resolve(chatTemplate ?? "auto", baseDirectory: model.base) : ChatTemplate.llama2
         let encoded = try requests.map { request in
             if let messages = request.messages {
-                if let problem = chat.chatTemplate.problem(with: messages) {
+                if let problem = chat.problem(with: messages) {
                     throw LoRAKitError.file(listPath, "line \(request.line): \(problem)")
                 }
-                return chat.promptIDs(conversation: messages)
+                return chat.promptIDs(messages, tokenizer: tokenizer, bosId: bos, eosId: eos)
             }
             return [bos] + tokenizer.encode(request.prompt ?? promptTemplate.prompt(instruction: request.instruction ?? "", input: request.input))
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Tensors
+import Tokenizer
 
 /// One message of a conversation record (`{"messages": [{"role", "content"}, …]}`, the chat form of OpenAI's,
 /// mlx-lm's and torchtune's data).
@@ -166,6 +167,48 @@ public struct ChatTemplate: Equatable, Sendable {
             }
         }
         return nil
+    }
+
+    /// Throws when a conversation among `records` is one this template cannot write (`problem(with:)`), naming the
+    /// record by its place in `records`; with `path`, the error names that file.
+    public func check(_ records: [InstructionRecord], path: String? = nil) throws {
+        for (i, record) in records.enumerated() {
+            guard let messages = record.messages, let problem = problem(with: messages) else { continue }
+            let message = "record \(i + 1): \(problem)"
+            throw path.map { LoRAKitError.file($0, message) } ?? LoRAKitError(message)
+        }
+    }
+
+    /// The ids of `messages` (BOS and EOS as ids, each text encoded on its own) and where the learned ids lie: each
+    /// assistant message with its EOS, one range each.
+    public func encode(_ messages: [ChatMessage], tokenizer: SentencePieceTokenizer, bosId: Int32, eosId: Int32)
+        -> (ids: [Int32], learned: [Range<Int>]) {
+        var ids: [Int32] = [], learned: [Range<Int>] = []
+        for (segment, isLearned) in render(messages) {
+            let start = ids.count
+            ids += Self.ids(of: segment, tokenizer: tokenizer, bosId: bosId, eosId: eosId)
+            guard isLearned, ids.count > start else { continue }
+            // a learned segment right after another extends its range (an answer and its EOS)
+            if let last = learned.last, last.upperBound == start { learned[learned.count - 1] = last.lowerBound..<ids.count }
+            else { learned.append(start..<ids.count) }
+        }
+        return (ids, learned)
+    }
+
+    /// The ids an assistant's answer to `conversation` follows.
+    public func promptIDs(_ conversation: [ChatMessage], tokenizer: SentencePieceTokenizer, bosId: Int32,
+                          eosId: Int32) -> [Int32] {
+        render(conversation, generationPrompt: true).flatMap {
+            Self.ids(of: $0.segment, tokenizer: tokenizer, bosId: bosId, eosId: eosId)
+        }
+    }
+
+    private static func ids(of segment: Segment, tokenizer: SentencePieceTokenizer, bosId: Int32, eosId: Int32) -> [Int32] {
+        switch segment {
+        case .bos: return [bosId]
+        case .eos: return [eosId]
+        case .text(let text): return tokenizer.encode(text)
+        }
     }
 
     /// The conversation as segments, each with whether it is learned. With `generationPrompt` the segments end

@@ -73,26 +73,11 @@ public struct ExampleEncoder {
         self.overflow = overflow
     }
 
-    /// This encoder with `template` for conversations.
-    public func withChatTemplate(_ template: ChatTemplate) -> ExampleEncoder {
-        var copy = self
-        copy.chatTemplate = template
-        return copy
-    }
-
     /// The full example of `record`, not truncated.
     public func encode(_ record: InstructionRecord) -> EncodedExample {
         if let messages = record.messages {
-            var ids: [Int32] = [], ranges: [Range<Int>] = []
-            for (segment, learned) in chatTemplate.render(messages) {
-                let start = ids.count
-                ids += self.ids(of: segment)
-                guard learned, ids.count > start else { continue }
-                // a learned segment right after another extends its range (an answer and its EOS)
-                if let last = ranges.last, last.upperBound == start { ranges[ranges.count - 1] = last.lowerBound..<ids.count }
-                else { ranges.append(start..<ids.count) }
-            }
-            return EncodedExample(ids: ids, promptLength: ranges.first?.lowerBound ?? ids.count, learnedRanges: ranges)
+            let (ids, learned) = chatTemplate.encode(messages, tokenizer: tokenizer, bosId: bosId, eosId: eosId)
+            return EncodedExample(ids: ids, promptLength: learned.first?.lowerBound ?? ids.count, learnedRanges: learned)
         }
         let prompt = tokenizer.encode(template.prompt(for: record))
         let output = tokenizer.encode(record.output)
@@ -108,31 +93,10 @@ public struct ExampleEncoder {
     /// The ids a generated answer to `record` follows: BOS and the prompt (a conversation: every message before the
     /// last, then what precedes an assistant message).
     public func promptIDs(for record: InstructionRecord) -> [Int32] {
-        if let messages = record.messages { return promptIDs(conversation: Array(messages.dropLast())) }
+        if let messages = record.messages {
+            return chatTemplate.promptIDs(Array(messages.dropLast()), tokenizer: tokenizer, bosId: bosId, eosId: eosId)
+        }
         return [bosId] + tokenizer.encode(template.prompt(for: record))
-    }
-
-    /// The ids an assistant's answer to `conversation` follows, in the chat template.
-    public func promptIDs(conversation: [ChatMessage]) -> [Int32] {
-        chatTemplate.render(conversation, generationPrompt: true).flatMap { ids(of: $0.segment) }
-    }
-
-    private func ids(of segment: ChatTemplate.Segment) -> [Int32] {
-        switch segment {
-        case .bos: return [bosId]
-        case .eos: return [eosId]
-        case .text(let text): return tokenizer.encode(text)
-        }
-    }
-
-    /// Throws when a conversation among `records` does not fit the chat template (`ChatTemplate.problem(with:)`),
-    /// naming the record by its place in `records`; with `path`, the error names that file.
-    public func checkConversations(_ records: [InstructionRecord], path: String? = nil) throws {
-        for (i, record) in records.enumerated() {
-            guard let messages = record.messages, let problem = chatTemplate.problem(with: messages) else { continue }
-            let message = "record \(i + 1): \(problem)"
-            throw path.map { LoRAKitError.file($0, message) } ?? LoRAKitError(message)
-        }
     }
 
     /// The examples of `records`, each at most `maxSeqLen` tokens, with the counts of truncated and skipped ones.
@@ -144,7 +108,7 @@ public struct ExampleEncoder {
     public func encode(_ records: [InstructionRecord]) throws
         -> (examples: [EncodedExample], truncated: Int, skipped: Int) {
         try checkSettings()
-        try checkConversations(records)
+        try chatTemplate.check(records)
         var result: (examples: [EncodedExample], truncated: Int, skipped: Int) = ([], 0, 0)
         result.examples.reserveCapacity(records.count)
         for record in records {

@@ -29,30 +29,21 @@ public final class AdamW {
     public func update(parameters: Tensor, gradients: Tensor, lr: Float) {
         precondition(parameters.count == firstMoment.count && gradients.count == firstMoment.count)
         step += 1
-        let b1 = beta1, b2 = beta2, eps = epsilon, decay = 1 - lr * weightDecay
+        let b1 = beta1, b2 = beta2, eps = epsilon
         // torch: step_size = lr / bias_correction1; denom = sqrt(v) / sqrt(bias_correction2) + eps
         let correction1 = 1 - Float(pow(Double(b1), Double(step)))
         let correction2Root = Float(sqrt(1 - pow(Double(b2), Double(step))))
         let stepSize = lr / correction1
         let p = parameters.data, g = gradients.data, m = firstMoment.data, v = secondMoment.data
-        if let scale = learningRateScale?.data {
-            let wd = weightDecay
-            parallelFor(parameters.count, minChunk: 4096) { range in
-                for i in range {
-                    p[i] *= 1 - lr * scale[i] * wd
-                    m[i] = b1 * m[i] + (1 - b1) * g[i]
-                    v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
-                    p[i] -= stepSize * scale[i] * m[i] / (v[i].squareRoot() / correction2Root + eps)
-                }
-            }
-            return
-        }
+        let scale = learningRateScale?.data, wd = weightDecay
         parallelFor(parameters.count, minChunk: 4096) { range in
             for i in range {
-                p[i] *= decay
+                // a factor of 1 leaves every product exact: without a scale this is the plain update, bit for bit
+                let s = scale?[i] ?? 1
+                p[i] *= 1 - lr * s * wd
                 m[i] = b1 * m[i] + (1 - b1) * g[i]
                 v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
-                p[i] -= stepSize * m[i] / (v[i].squareRoot() / correction2Root + eps)
+                p[i] -= stepSize * s * m[i] / (v[i].squareRoot() / correction2Root + eps)
             }
         }
     }

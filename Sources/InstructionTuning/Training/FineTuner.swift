@@ -53,12 +53,12 @@ public final class FineTuner {
         var trainRecords = records, valRecords: [InstructionRecord] = []
         if let valPath = options.valData { valRecords = try InstructionDataset.load(path: valPath) }
         // The base's chat template (auto) is looked up only when there are conversations; a named one is checked.
-        let hasConversations = (records + valRecords).contains { $0.messages != nil }
+        let hasConversations = records.contains { $0.messages != nil } || valRecords.contains { $0.messages != nil }
         if options.chatTemplate != nil || hasConversations { encoder.chatTemplate = try options.resolvedChatTemplate() }
         conversationTemplate = hasConversations ? encoder.chatTemplate : nil
-        try encoder.checkConversations(records, path: options.data)
+        try encoder.chatTemplate.check(records, path: options.data)
         if let valPath = options.valData {
-            try encoder.checkConversations(valRecords, path: valPath)
+            try encoder.chatTemplate.check(valRecords, path: valPath)
         } else if options.valFraction > 0 {
             (trainRecords, valRecords) = try Batcher.split(records, valFraction: options.valFraction, seed: options.seed)
         }
