@@ -18,7 +18,8 @@ public struct GGUFTensorInfo: Equatable, Sendable {
     public var count: Int { shape.reduce(1, *) }
 }
 
-/// A GGUF file, memory-mapped: its metadata and its F32, F16, BF16 and Q8_0 tensors.
+/// A GGUF file, memory-mapped: its metadata and its tensors of the types `GGMLType` lists (F32, F16, BF16, Q8_0
+/// and llama.cpp's common quantized types Q4_0, Q4_1, Q5_0, Q5_1, Q2_K–Q6_K), all read as F32.
 ///
 /// Every count, length and offset is checked against the file's size before use, so a truncated or corrupt file
 /// is an error naming the file, never a crash. F32 tensors are borrowed from the mapping (no copy), so reading
@@ -110,7 +111,8 @@ public final class GGUFFile: @unchecked Sendable {
             for _ in 0..<dims { ne.append(try reader.count("a dimension of tensor \(name)")) }
             let rawType = try reader.u32()
             guard let type = GGMLType(rawValue: rawType) else {
-                throw LoRAKitError.file(path, "tensor \(name) has ggml type \(rawType); LoRAKit reads F32, F16, BF16 and Q8_0 only")
+                let known = GGMLType.ggmlName(rawValue: rawType).map { " (\($0))" } ?? " (unknown)"
+                throw LoRAKitError.file(path, "tensor \(name) has ggml type \(rawType)\(known); LoRAKit reads \(GGMLType.readableList); use a file quantized to one of these, or the model's safetensors")
             }
             let offset = try reader.count("the offset of tensor \(name)")
             guard offset % alignment == 0 else {
@@ -128,7 +130,7 @@ public final class GGUFFile: @unchecked Sendable {
             }
             let start = dataStart + offset
             guard shape.last.map({ $0 % type.blockSize == 0 }) ?? true else {
-                throw LoRAKitError.file(path, "tensor \(name) \(shape) is \(type), which stores whole blocks of \(type.blockSize) values per row")
+                throw LoRAKitError.file(path, "tensor \(name) \(shape) is \(type.ggmlName), which stores whole blocks of \(type.blockSize) values per row")
             }
             guard !overflow, count <= data.count, start + type.byteCount(elements: count) <= data.count else {
                 throw LoRAKitError.file(path, "tensor \(name) \(shape) runs past the end of the file (\(data.count) bytes): the file is truncated")
@@ -150,7 +152,8 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     /// The tensor `name` as F32: aligned F32 data is borrowed from the mapping (the tensor keeps this file alive);
-    /// F16 and BF16 are converted exactly into a new tensor, Q8_0 blocks read back as scale · value.
+    /// F16 and BF16 are converted exactly into a new tensor, quantized blocks read back as gguf-py's `dequantize`
+    /// does (`GGMLDequantization`).
     public func tensor(_ name: String) throws -> Tensor {
         guard let info = byName[name] else { throw LoRAKitError.file(path, "has no tensor \(name)") }
         // Validated in parse: fileOffset + byte size <= mappedLength.
@@ -166,8 +169,8 @@ public final class GGUFFile: @unchecked Sendable {
             for i in 0..<info.count { data[i] = HalfConversion.float(fromF16: UInt16(littleEndian: start.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
         case .bf16:
             for i in 0..<info.count { data[i] = HalfConversion.float(fromBF16: UInt16(littleEndian: start.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
-        case .q8_0:
-            Q8_0.dequantize(start, count: info.count, into: data)
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K:
+            GGMLDequantization.dequantize(info.type, start, count: info.count, into: data)
         }
         return out
     }

@@ -89,21 +89,66 @@ public indirect enum GGUFValue: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// The ggml element types LoRAKit writes and reads (llama.cpp's `GGMLQuantizationType`).
+/// The ggml element types LoRAKit reads (llama.cpp's `GGMLQuantizationType`), of which it writes F32, F16, BF16
+/// and Q8_0 (`isWritable`). The others are llama.cpp's common quantized types, read back to F32 by
+/// `GGMLDequantization`; their block layouts are described there.
 public enum GGMLType: UInt32, Sendable, CaseIterable {
-    case f32 = 0, f16 = 1, q8_0 = 8, bf16 = 30
+    case f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8
+    case q2_K = 10, q3_K = 11, q4_K = 12, q5_K = 13, q6_K = 14, bf16 = 30
+
+    /// The types `GGUFWriter` stores: the others would need llama.cpp's quantizers, which LoRAKit does not have.
+    public static let writable: [GGMLType] = [.f32, .f16, .bf16, .q8_0]
+
+    public var isWritable: Bool { Self.writable.contains(self) }
 
     /// Values per block: a quantized type stores each row in whole blocks.
-    public var blockSize: Int { self == .q8_0 ? Q8_0.blockSize : 1 }
-
-    /// Bytes that `elements` values take (a multiple of `blockSize`).
-    public func byteCount(elements: Int) -> Int {
+    public var blockSize: Int {
         switch self {
-        case .f32: return 4 * elements
-        case .f16, .bf16: return 2 * elements
-        case .q8_0: return elements / Q8_0.blockSize * Q8_0.blockBytes
+        case .f32, .f16, .bf16: return 1
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: return 32
+        case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K: return 256
         }
     }
+
+    /// Bytes per block (gguf-py's `GGML_QUANT_SIZES`).
+    public var blockBytes: Int {
+        switch self {
+        case .f32: return 4
+        case .f16, .bf16: return 2
+        case .q4_0: return 18
+        case .q4_1: return 20
+        case .q5_0: return 22
+        case .q5_1: return 24
+        case .q8_0: return Q8_0.blockBytes
+        case .q2_K: return 84
+        case .q3_K: return 110
+        case .q4_K: return 144
+        case .q5_K: return 176
+        case .q6_K: return 210
+        }
+    }
+
+    /// Bytes that `elements` values take (a multiple of `blockSize`).
+    public func byteCount(elements: Int) -> Int { elements / blockSize * blockBytes }
+
+    /// The name llama.cpp gives the type ("Q4_K").
+    public var ggmlName: String { Self.ggmlName(rawValue: rawValue) ?? "type \(rawValue)" }
+
+    /// The name of any ggml type llama.cpp knows, also those LoRAKit does not read (for error messages); nil for
+    /// a number llama.cpp does not use.
+    public static func ggmlName(rawValue: UInt32) -> String? { ggmlNames[rawValue] }
+
+    /// gguf-py's `GGMLQuantizationType` (constants.py).
+    private static let ggmlNames: [UInt32: String] = [
+        0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
+        10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K",
+        16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS",
+        24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16",
+        34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4", 40: "NVFP4", 41: "Q1_0",
+    ]
+
+    /// What LoRAKit reads, for error messages.
+    public static let readableList = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K–Q6_K"
 
     /// The ggml type of a safetensors dtype.
     public init(_ dtype: DType) {
@@ -115,18 +160,21 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
     }
 
     /// `general.file_type` of a model whose matrices are of this type (llama.cpp's `LlamaFileType`:
-    /// ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_Q8_0 = 7, MOSTLY_BF16 = 32).
+    /// ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_Q8_0 = 7, MOSTLY_BF16 = 32). Only for the writable types: the program
+    /// chooses the type of what it writes (`ExportDType`, a safetensors dtype), never a file it reads.
     public var fileType: UInt32 {
         switch self {
         case .f32: return 0
         case .f16: return 1
         case .q8_0: return 7
         case .bf16: return 32
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K:
+            preconditionFailure("LoRAKit does not write \(ggmlName) models, so it has no file type for them")
         }
     }
 
     /// `values` stored as this type and read back, as the GGUF writer and reader do it (for Q8_0, `count` is a
-    /// multiple of the block size and the blocks run along the rows).
+    /// multiple of the block size and the blocks run along the rows). Only for the writable types, as `fileType`.
     public func roundTrip(_ values: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>) {
         switch self {
         case .f32: out.update(from: values, count: count)
@@ -137,6 +185,8 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
             defer { bytes.deallocate() }
             Q8_0.quantize(values, count: count, into: bytes)
             Q8_0.dequantize(bytes, count: count, into: out)
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K:
+            preconditionFailure("LoRAKit has no \(ggmlName) quantizer")
         }
     }
 }

@@ -32,8 +32,13 @@ public struct GGUFWriter {
     }
 
     /// Adds a tensor stored as `type` (F32 data is converted to F16/BF16 with round-to-nearest-even, or quantized
-    /// to Q8_0 blocks along its rows).
+    /// to Q8_0 blocks along its rows). Only the writable types (`GGMLType.writable`): LoRAKit reads Q4_0…Q6_K but has
+    /// no quantizer for them.
     public mutating func addTensor(_ name: String, _ tensor: Tensor, type: GGMLType) throws {
+        guard type.isWritable else {
+            let writable = GGMLType.writable.map(\.ggmlName).joined(separator: ", ")
+            throw LoRAKitError("GGUF tensor \(name): LoRAKit reads \(type.ggmlName) but cannot write it; it writes \(writable) (quantize the written file with llama.cpp's llama-quantize)")
+        }
         guard !name.isEmpty, name.utf8.count < 64 else {
             throw LoRAKitError("GGUF tensor name '\(name)' must have 1 to 63 bytes (llama.cpp's GGML_MAX_NAME is 64)")
         }
@@ -107,6 +112,7 @@ public struct GGUFWriter {
             }
             return
         }
+        precondition(type == .f16 || type == .bf16, "addTensor accepts only the writable types")
         var chunk = [UInt16](repeating: 0, count: min(conversionChunk, tensor.count))
         var start = 0
         while start < tensor.count {
