@@ -56,6 +56,7 @@ let package = Package(
         .executableTarget(name: "FuzzAdapterConfig", dependencies: ["FuzzSupport", "Targeting", "Tensors"]),
         .executableTarget(name: "FuzzDataset", dependencies: ["FuzzSupport", "InstructionTuning", "Tensors"]),
         .executableTarget(name: "FuzzTemplate", dependencies: ["FuzzSupport", "InstructionTuning", "Tensors"]),
+        .executableTarget(name: "FuzzGGUF", dependencies: ["FuzzSupport", "MiniGPT", "Checkpoints", "Tensors", "Tokenizer"]),
     ],
     // Kernels pass raw buffers to parallel loops by design; Swift 6's strict Sendable checking buys nothing there.
     swiftLanguageModes: [.v5]

@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
 # SECONDS per target (default 600); TARGETs among FuzzSafeTensors FuzzModelConfig FuzzAdapterConfig FuzzDataset
-# FuzzTemplate (default: all). FUZZ_JOBS=2 runs two targets at once (default 1). Each target starts from the
+# FuzzTemplate FuzzGGUF (default: all). FUZZ_JOBS=2 runs two targets at once (default 1). Each target starts from the
 # committed seeds in Tests/Fuzz/corpus/NAME and grows a working corpus in .build-fuzz/corpus/NAME (kept between
 # runs, never committed). A crash leaves its input in .build-fuzz/artifacts/ and makes the script fail; replay it
 # with an ordinary build: `swift run FuzzSafeTensors .build-fuzz/artifacts/FuzzSafeTensors-crash-…`.
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:-600}
 shift || true
-all=(FuzzSafeTensors FuzzModelConfig FuzzAdapterConfig FuzzDataset FuzzTemplate)
+all=(FuzzSafeTensors FuzzModelConfig FuzzAdapterConfig FuzzDataset FuzzTemplate FuzzGGUF)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 jobs=${FUZZ_JOBS:-1}
@@ -26,6 +26,7 @@ corpus_name() {
         FuzzAdapterConfig) echo adapter-config ;;
         FuzzDataset) echo dataset ;;
         FuzzTemplate) echo template ;;
+        FuzzGGUF) echo gguf ;;
         *) echo "unknown fuzz target $1 (one of: ${all[*]})" >&2; exit 2 ;;
     esac
 }

@@ -156,11 +156,11 @@ public enum AdapterCombination {
         return config
     }
 
-    /// `lora combine`: loads `adapterArguments` (`DIR:WEIGHT`, weight 1 when omitted) for the base in
-    /// `baseDirectory` — by default the first adapter's `base_model_name_or_path`, when that is a model
-    /// directory — combines them and writes the PEFT adapter directory `out` atomically (refused if it exists,
+    /// `lora combine`: loads `adapterArguments` (`DIR:WEIGHT`, weight 1 when omitted) for the model `base` (a
+    /// directory or GGUF file) — by default the first adapter's `base_model_name_or_path`, when that is a model
+    /// here — combines them and writes the PEFT adapter directory `out` atomically (refused if it exists,
     /// unless `overwrite`).
-    public static func combine(adapterArguments: [String], baseDirectory: String?, method: CombineMethod,
+    public static func combine(adapterArguments: [String], base chosenBase: String?, method: CombineMethod,
                                svdRank: Int? = nil, out: String, overwrite: Bool = false) throws -> AdapterSet {
         try ModelExport.checkOutput(out, overwrite: overwrite)
         var parsed: [(directory: String, weight: Double)] = []
@@ -174,22 +174,19 @@ public enum AdapterCombination {
             throw LoRAKitError("no adapter to combine: give at least one --adapter DIR:WEIGHT")
         }
         let base: String
-        if let baseDirectory {
-            base = baseDirectory
+        if let chosenBase {
+            base = chosenBase
         } else {
             let named = AdapterDirectory.peftType(firstDirectory) == AdaLoRAConfig.peftTypeName
                 ? try AdaLoRAConfig.load(path: LoRAConfig.joinPath(firstDirectory, LoRAConfig.fileName)).baseModelNameOrPath
                 : try LoRAConfig.load(directory: firstDirectory).baseModelNameOrPath
-            guard let path = named, FileManager.default.fileExists(atPath: LoRAConfig.joinPath(path, "config.json")) else {
+            guard let path = named, BaseModel.isGGUF(path) ? FileManager.default.fileExists(atPath: path)
+                    : FileManager.default.fileExists(atPath: LoRAConfig.joinPath(path, "config.json")) else {
                 throw LoRAKitError.file(firstDirectory, "its base_model_name_or_path (\(named ?? "none")) is not a model directory here; pass --base DIR")
             }
             base = path
         }
-        let configPath = LoRAConfig.joinPath(base, "config.json")
-        guard FileManager.default.fileExists(atPath: configPath) else {
-            throw LoRAKitError.file(base, "no config.json: not a Hugging Face model directory")
-        }
-        let dims = ModelDimensions(try LlamaConfig.load(from: configPath))
+        let dims = ModelDimensions(try BaseModel.config(base))
         let sets = try parsed.map { try AdapterSet.loadFactors(directory: $0.directory, dims: dims) }
         let combined = try combine(sets, weights: parsed.map(\.weight), method: method, svdRank: svdRank,
                                    names: parsed.map(\.directory))

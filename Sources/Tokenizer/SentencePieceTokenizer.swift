@@ -46,7 +46,7 @@ public final class SentencePieceTokenizer: @unchecked Sendable {
     ///
     /// Throws when the file is missing ("PATH: no such tokenizer model") or is not a well-formed model
     /// ("PATH: not a SentencePiece model (…)"); a corrupt file never crashes the process.
-    public init(modelPath: String) throws {
+    public convenience init(modelPath: String) throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: modelPath, isDirectory: &isDirectory) else {
             throw TokenizerError.file(modelPath, "no such tokenizer model")
@@ -66,8 +66,23 @@ public final class SentencePieceTokenizer: @unchecked Sendable {
         guard let processor = csp_load(modelPath, &error) else {
             throw TokenizerError.file(modelPath, "not a SentencePiece model (\(Self.takeMessage(error)))")
         }
+        self.init(processor: processor, source: modelPath)
+    }
+
+    /// Loads a model from its bytes (a `SentencePieceModelProto`, say); `source` names where they came from in
+    /// messages and is the tokenizer's `modelPath`.
+    public convenience init(serializedModel: Data, source: String) throws {
+        var error: UnsafeMutablePointer<CChar>?
+        let processor = serializedModel.withUnsafeBytes { csp_load_serialized($0.baseAddress, $0.count, &error) }
+        guard let processor else {
+            throw TokenizerError.file(source, "not a SentencePiece model (\(Self.takeMessage(error)))")
+        }
+        self.init(processor: processor, source: source)
+    }
+
+    private init(processor: OpaquePointer, source: String) {
         self.processor = processor
-        self.modelPath = modelPath
+        self.modelPath = source
         vocabSize = Int(csp_piece_count(processor))
         bosId = csp_bos_id(processor)
         eosId = csp_eos_id(processor)

@@ -15,7 +15,7 @@ struct Ablate: ParsableCommand {
             current step with that run saved; --resume DIR continues it, keeping the finished runs.
             """)
 
-    @Option(help: "Base model directory (Hugging Face layout).") var base: String?
+    @Option(help: "Base model: a Hugging Face directory (config.json, model.safetensors, tokenizer.model) or a llama.cpp GGUF file.") var base: String?
     @Option(help: "Training data: JSON array or JSONL of instruction/input/output, prompt/completion, text or messages records, or a directory in mlx-lm's layout (train.jsonl, valid.jsonl).") var data: String?
     @Option(help: "Output directory for the results and the adapters.") var out: String?
     @Option(help: "Trainable parameters per set (default: q,v at rank 8).") var budget: Int?
@@ -94,7 +94,7 @@ struct Ablate: ParsableCommand {
             }
             try FileManager.default.removeItem(atPath: out)
         }
-        let dims = ModelDimensions(try LlamaWeights.load(directory: base).config)
+        let dims = ModelDimensions(try BaseModel.config(base))
         let sets = targets.isEmpty ? AblationPlan.defaultSets : targets
         let plan: AblationPlan
         if let ranks {

@@ -14,7 +14,7 @@ struct Analyze: ParsableCommand {
             map per module. Writes analysis.md, analysis.json and similarity-*.svg into --out.
             """)
 
-    @Option(help: "Base model directory the adapters were trained on.") var base: String
+    @Option(help: "Base model the adapters were trained on (a directory or GGUF file).") var base: String
     @Option(help: "A PEFT adapter directory.") var adapter: String
     @Option(help: "A second adapter on the same base, for subspace similarity.") var compare: String?
     @Option(help: "Output directory.") var out: String
@@ -22,7 +22,7 @@ struct Analyze: ParsableCommand {
 
     func run() throws {
         runtime.apply()
-        let weights = try LlamaWeights.load(directory: base)
+        let weights = try BaseModel.weights(base)
         let dims = ModelDimensions(weights.config)
         let first = try AdapterSet.loadFactors(directory: adapter, dims: dims)
         let second = try compare.map { try AdapterSet.loadFactors(directory: $0, dims: dims) }

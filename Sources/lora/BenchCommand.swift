@@ -42,7 +42,7 @@ struct Bench: ParsableCommand {
     var saveModel: String?
     @Option(help: "Time generation of N new tokens instead of training.") var generate: Int?
     @Option(help: "Prompt length for --generate (BOS and random ids).") var promptTokens = 16
-    @Option(help: "For --generate: a model directory to load instead of random weights.") var base: String?
+    @Option(help: "For --generate: a model (directory or GGUF file) to load instead of random weights.") var base: String?
     @Option(help: "Matrix-product kernel: lorakit (LoRAKit's AVX2 kernel; OpenBLAS on CPUs without AVX2 and for thin products) or openblas.")
     var gemm = "lorakit"
     @Flag(help: "DoRA adapters (PEFT's use_dora) instead of plain LoRA.") var dora = false
@@ -88,7 +88,7 @@ struct Bench: ParsableCommand {
             Threads.set(threads)
             GEMM.kernel = try options.kernel
             let quantization = try options.quantization
-            let weights = try base.map { try LlamaWeights.load(directory: $0, quantization: quantization, inMemory: true) }
+            let weights = try base.map { try BaseModel.weights($0, quantization: quantization, inMemory: true) }
                 ?? LlamaWeights.random(config: options.modelConfig, seed: seed, quantization: quantization)
             let prompt = GenerationBenchmark.prompt(count: promptTokens, vocab: weights.dims.vocab,
                                                     bos: Int32(weights.config.bosTokenId), seed: seed)

@@ -32,7 +32,7 @@ struct Chat: ParsableCommand {
         let (loaded, tokenizer) = try model.load(inMemory: true)
         let config = loaded.weights.config
         let bos = Int32(config.bosTokenId), eos = Int32(config.eosTokenId)
-        let chat = try ChatTemplate.resolve(chatTemplate, baseDirectory: model.base)
+        let chat = try ChatTemplate.resolve(chatTemplate, base: model.base)
         let opening = system.map { [ChatMessage(role: .system, content: $0)] } ?? []
         if let problem = chat.problem(with: opening + [ChatMessage(role: .user, content: "")]) {
             throw LoRAKitError(problem)

@@ -21,7 +21,7 @@ struct Combine: ParsableCommand {
     @Option(help: "cat, linear or svd.")
     var method: CombineMethod
 
-    @Option(help: "Base model directory (default: the first adapter's base_model_name_or_path).")
+    @Option(help: "Base model, a directory or GGUF file (default: the first adapter's base_model_name_or_path).")
     var base: String?
 
     @Option(help: "Rank of the result for --method svd (default: the largest input rank).")
@@ -40,7 +40,7 @@ struct Combine: ParsableCommand {
     }
 
     func run() throws {
-        let combined = try AdapterCombination.combine(adapterArguments: adapter, baseDirectory: base, method: method,
+        let combined = try AdapterCombination.combine(adapterArguments: adapter, base: base, method: method,
                                                       svdRank: svdRank, out: out, overwrite: overwrite)
         printError("combined \(adapter.count) adapter(s) with \(method.rawValue): rank \(combined.config.r), \(combined.adapters.count) module(s), written to \(out)")
     }

@@ -88,7 +88,7 @@ struct QuantizationOptions: ParsableArguments {
 
 /// A base model and the adapters to apply to it (`--adapter DIR[:WEIGHT]`, repeatable: their outputs add up).
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Base model directory (Hugging Face layout).")
+    @Option(help: "Base model: a Hugging Face directory (config.json, model.safetensors, tokenizer.model) or a llama.cpp GGUF file.")
     var base: String
 
     @Option(help: ArgumentHelp("A PEFT adapter directory to apply, optionally with a weight: DIR or DIR:0.5. Repeat to add several.",
@@ -100,7 +100,7 @@ struct ModelOptions: ParsableArguments {
     /// The model with its adapters attached; `inMemory` copies the weights out of the memory map (for generation,
     /// see `LlamaWeights.load`).
     func loadModel(inMemory: Bool = false) throws -> LlamaModel {
-        let weights = try LlamaWeights.load(directory: base, quantization: try quantization.quantization,
+        let weights = try BaseModel.weights(base, quantization: try quantization.quantization,
                                             inMemory: inMemory)
         let model = LlamaModel(weights: weights)
         try AdapterDirectory.attachAll(adapter, to: model)   // LoRA or AdaLoRA
@@ -110,6 +110,6 @@ struct ModelOptions: ParsableArguments {
     /// The model with its adapters attached, and the base's tokenizer.
     func load(inMemory: Bool = false) throws -> (model: LlamaModel, tokenizer: SentencePieceTokenizer) {
         let model = try loadModel(inMemory: inMemory)
-        return (model, try BaseModel.tokenizer(directory: base))
+        return (model, try BaseModel.tokenizer(base))
     }
 }

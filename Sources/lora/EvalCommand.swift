@@ -44,7 +44,7 @@ struct Eval: ParsableCommand {
         var evaluator = Evaluator(model: loaded.model, tokenizer: loaded.tokenizer, template: try PromptTemplate.named(template))
         evaluator.maxSeqLen = maxSeqLen
         if chatTemplate != "auto" || records.contains(where: { $0.messages != nil }) {
-            evaluator.chatTemplate = try ChatTemplate.resolve(chatTemplate, baseDirectory: model.base)
+            evaluator.chatTemplate = try ChatTemplate.resolve(chatTemplate, base: model.base)
             try evaluator.chatTemplate.check(records, path: dataFile)
         }
         let progress = ProgressLine()

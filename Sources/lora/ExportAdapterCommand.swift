@@ -17,7 +17,7 @@ struct ExportAdapter: ParsableCommand {
     @Option(help: ArgumentHelp("The PEFT adapter directory, optionally with a weight: DIR or DIR:0.5.", valueName: "dir[:weight]"))
     var adapter: String
 
-    @Option(help: "Base model directory the adapter was trained on (its config.json fixes the shapes).")
+    @Option(help: "Base model the adapter was trained on, a directory or GGUF file (its config fixes the shapes).")
     var base: String
 
     @Option(help: "Output .gguf file.")
@@ -30,7 +30,7 @@ struct ExportAdapter: ParsableCommand {
     var overwrite = false
 
     func run() throws {
-        let report = try GGUFAdapterExport.export(adapterArgument: adapter, baseDirectory: base, out: out,
+        let report = try GGUFAdapterExport.export(adapterArgument: adapter, base: base, out: out,
                                                   type: GGMLType(dtype), overwrite: overwrite)
         var line = "wrote \(report.modules) LoRA module(s), alpha \(report.alpha), to \(out)"
         if !report.rescaledModules.isEmpty {

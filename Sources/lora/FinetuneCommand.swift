@@ -17,7 +17,7 @@ struct Finetune: ParsableCommand {
             (keys are option names, e.g. `rank: 8`, `lr-schedule: cosine`); flags on the command line win.
             """)
 
-    @Option(help: "Base model directory (Hugging Face layout).") var base: String?
+    @Option(help: "Base model: a Hugging Face directory (config.json, model.safetensors, tokenizer.model) or a llama.cpp GGUF file.") var base: String?
     @Option(help: "Training data: JSON array or JSONL of instruction/input/output, prompt/completion, text or messages records, or a directory in mlx-lm's layout (train.jsonl, and valid.jsonl for validation).") var data: String?
     @Option(help: "Output directory for the adapter, checkpoints and metrics.") var out: String?
     @Option(help: "Projections to adapt: q,k,v,o,gate,up,down, attn, ffn, all, or HF names (q_proj …).")

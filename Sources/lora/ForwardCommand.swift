@@ -35,7 +35,7 @@ struct Forward: ParsableCommand {
         if let ids {
             tokens = try parseIDs(ids, option: "--ids")
         } else {
-            let tokenizer = try BaseModel.tokenizer(directory: model.base)
+            let tokenizer = try BaseModel.tokenizer(model.base)
             tokens = [Int32(weights.config.bosTokenId)] + tokenizer.encode(text ?? "")
         }
         let logits = try loaded.logits(TokenBatch(sequences: [tokens]))

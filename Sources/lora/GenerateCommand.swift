@@ -70,7 +70,7 @@ struct Generate: ParsableCommand {
         let weights = loaded.weights
         let promptIDs: [Int32]
         if let chatTemplate {
-            let chat = try ChatTemplate.resolve(chatTemplate, baseDirectory: model.base)
+            let chat = try ChatTemplate.resolve(chatTemplate, base: model.base)
             let conversation = (system.map { [ChatMessage(role: .system, content: $0)] } ?? [])
                 + [ChatMessage(role: .user, content: instruction ?? "")]
             if let problem = chat.problem(with: conversation) { throw LoRAKitError(problem) }
@@ -99,13 +99,13 @@ struct Generate: ParsableCommand {
     private func answerAll(listPath: String) throws {
         let promptTemplate = try PromptTemplate.named(template)
         let requests = try PromptList.load(path: listPath)
-        let weights = try LlamaWeights.load(directory: model.base, inMemory: true)
-        let tokenizer = try BaseModel.tokenizer(directory: model.base)
+        let weights = try BaseModel.weights(model.base, inMemory: true)
+        let tokenizer = try BaseModel.tokenizer(model.base)
         let library = AdapterLibrary(model: LlamaModel(weights: weights))
         let bos = Int32(weights.config.bosTokenId), eos = Int32(weights.config.eosTokenId)
         // the base's chat template (auto) is looked up only when a line is a conversation; a named one is checked
         let chat = chatTemplate != nil || requests.contains(where: { $0.messages != nil })
-            ? try ChatTemplate.resolve(chatTemplate ?? "auto", baseDirectory: model.base) : ChatTemplate.llama2
+            ? try ChatTemplate.resolve(chatTemplate ?? "auto", base: model.base) : ChatTemplate.llama2
         let encoded = try requests.map { request in
             if let messages = request.messages {
                 if let problem = chat.problem(with: messages) {

@@ -20,7 +20,7 @@ struct Merge: ParsableCommand {
             segmented differently by llama.cpp.
             """)
 
-    @Option(help: "Base model directory (Hugging Face layout).")
+    @Option(help: "Base model: a Hugging Face directory (config.json, model.safetensors, tokenizer.model) or a llama.cpp GGUF file.")
     var base: String
 
     @Option(help: ArgumentHelp("A PEFT adapter directory, optionally with a weight: DIR or DIR:0.5. Repeat to merge several; none converts the base itself.",
@@ -43,7 +43,7 @@ struct Merge: ParsableCommand {
 
     func run() throws {
         runtime.apply()
-        let report = try ModelExport.merge(baseDirectory: base, adapterArguments: adapter, out: out, format: format,
+        let report = try ModelExport.merge(base: base, adapterArguments: adapter, out: out, format: format,
                                            dtype: dtype, overwrite: overwrite)
         let what = adapter.isEmpty ? "converted the base model (no adapter)"
             : "merged \(adapter.count) adapter(s) into \(report.mergedProjections) projection(s)"

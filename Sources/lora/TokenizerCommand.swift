@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MiniGPT
 import Tokenizer
 
 /// `lora tokenizer train|encode|decode`: SentencePiece models from the command line (DESIGN §3).
@@ -81,7 +82,7 @@ extension TokenizerCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print the piece ids of a text, comma-separated on one line (no BOS or EOS added).")
 
-        @Option(help: ArgumentHelp("The SentencePiece model.", valueName: "file.model"))
+        @Option(help: ArgumentHelp("The SentencePiece model, or a llama.cpp GGUF file (its vocabulary).", valueName: "file.model"))
         var model: String
 
         @Option(help: "The text to encode.")
@@ -95,7 +96,7 @@ extension TokenizerCommand {
         }
 
         func run() throws {
-            let tokenizer = try SentencePieceTokenizer(modelPath: model)
+            let tokenizer = try loadTokenizer(model)
             let input: String
             if let file {
                 guard let data = FileManager.default.contents(atPath: file) else {
@@ -115,7 +116,7 @@ extension TokenizerCommand {
     struct Decode: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print the text of comma-separated piece ids.")
 
-        @Option(help: ArgumentHelp("The SentencePiece model.", valueName: "file.model"))
+        @Option(help: ArgumentHelp("The SentencePiece model, or a llama.cpp GGUF file (its vocabulary).", valueName: "file.model"))
         var model: String
 
         @Option(help: ArgumentHelp("Piece ids separated by commas, such as 5,17,9.", valueName: "ids"))
@@ -124,7 +125,7 @@ extension TokenizerCommand {
         func validate() throws { _ = try Self.parseIds(ids) }
 
         func run() throws {
-            let tokenizer = try SentencePieceTokenizer(modelPath: model)
+            let tokenizer = try loadTokenizer(model)
             print(try tokenizer.decode(Self.parseIds(ids)))
         }
 
@@ -142,4 +143,9 @@ extension TokenizerCommand {
             }
         }
     }
+}
+
+/// A `tokenizer.model` file, or the tokenizer of a GGUF file's vocabulary (as `--base model.gguf` uses it).
+private func loadTokenizer(_ path: String) throws -> SentencePieceTokenizer {
+    path.lowercased().hasSuffix(".gguf") ? try BaseModel.tokenizer(path) : try SentencePieceTokenizer(modelPath: path)
 }

@@ -1,3 +1,4 @@
+import Checkpoints
 import Foundation
 import XCTest
 
@@ -379,9 +380,63 @@ final class HostileInputTests: XCTestCase {
         ]
     }
 
+    /// A llama.cpp GGUF file as the base: not GGUF at all, cut short, of another architecture or tokenizer,
+    /// missing a hyper-parameter or a tensor, a tensor of a type LoRAKit does not read.
+    func ggufCases() throws -> [HostileCase] {
+        let fixture = Lora.fixture("gguf-base/model-q4_k_m.gguf")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: fixture))
+        let source = try GGUFFile(path: fixture)
+        /// An F32 copy of the fixture with its metadata and tensors edited.
+        func edited(_ name: String, metadata edit: (inout [(key: String, value: GGUFValue)]) -> Void = { _ in },
+                    dropping dropped: String? = nil) throws -> String {
+            var metadata = source.keys.compactMap { key in source.metadata[key].map { (key: key, value: $0) } }
+            edit(&metadata)
+            var writer = GGUFWriter()
+            for (key, value) in metadata where key != "general.alignment" { try writer.add(key, value) }
+            for info in source.tensors where info.name != dropped {
+                try writer.addTensor(info.name, try source.tensor(info.name), type: .f32)
+            }
+            let file = path(name)
+            try writer.write(to: file)
+            return file
+        }
+        func replacing(_ key: String, with value: GGUFValue?) -> (inout [(key: String, value: GGUFValue)]) -> Void {
+            return { metadata in
+                metadata.removeAll { $0.key == key }
+                if let value { metadata.append((key, value)) }
+            }
+        }
+        // the ggml type of blk.0.attn_q.weight's tensor info, set to 16 (IQ2_XXS): the u32 after its name, n_dims
+        // (u32) and two dimensions (u64 each)
+        var iq2 = bytes
+        let name = Data("blk.0.attn_q.weight".utf8)
+        let nameEnd = try XCTUnwrap(iq2.range(of: name)).upperBound
+        iq2.replaceSubrange(nameEnd + 20..<nameEnd + 24, with: [16, 0, 0, 0])
+        return [
+            HostileCase(id: "G01", arguments: forward(base: try write("notes.gguf", "not a model")),
+                        needle: "notes.gguf: is neither a model directory nor a GGUF file"),
+            HostileCase(id: "G02", arguments: forward(base: try write("half.gguf", bytes.prefix(bytes.count / 2))),
+                        needle: "half.gguf: the offset of tensor"),
+            HostileCase(id: "G03", arguments: forward(base: try edited("qwen.gguf", metadata: replacing("general.architecture", with: .string("qwen2")))),
+                        needle: "general.architecture is \"qwen2\""),
+            HostileCase(id: "G04", arguments: forward(base: try edited("gpt2-vocab.gguf", metadata: replacing("tokenizer.ggml.model", with: .string("gpt2")))),
+                        needle: "SentencePiece vocabularies"),
+            HostileCase(id: "G05", arguments: forward(base: try edited("no-eps.gguf", metadata: replacing("llama.attention.layer_norm_rms_epsilon", with: nil))),
+                        needle: "no metadata key llama.attention.layer_norm_rms_epsilon"),
+            HostileCase(id: "G06", arguments: forward(base: try edited("no-ffn-up.gguf", dropping: "blk.1.ffn_up.weight")),
+                        needle: "has no tensor blk.1.ffn_up.weight"),
+            HostileCase(id: "G07", arguments: forward(base: try edited("few-tokens.gguf", metadata: replacing("tokenizer.ggml.tokens", with: .strings(["<unk>", "<s>", "</s>"])))),
+                        needle: "tokenizer.ggml.scores"),
+            HostileCase(id: "G08", arguments: forward(base: try write("iq2.gguf", iq2)), needle: "IQ2_XXS"),
+            HostileCase(id: "G09", arguments: ["tokenizer", "encode", "--model", try write("notes2.gguf", "GGUF but no more"), "--text", "a"],
+                        needle: "notes2.gguf"),
+        ]
+    }
+
     // MARK: tests
 
     func testBadModelDirectories() throws { try check(try modelCases()) }
+    func testBadGGUFBases() throws { try check(try ggufCases()) }
     func testBadTokenIds() throws { try check(try tokenCases()) }
     func testBadAdapters() throws { try check(try adapterCases()) }
     func testBadDatasets() throws { try check(try dataCases()) }
@@ -408,7 +463,8 @@ final class HostileInputTests: XCTestCase {
     func testFuzzSeedCorporaReplayWithoutATrap() throws {
         let corpora = Lora.fixtures.deletingLastPathComponent().appendingPathComponent("Fuzz/corpus")
         let targets = ["FuzzSafeTensors": "safetensors", "FuzzModelConfig": "model-config",
-                       "FuzzAdapterConfig": "adapter-config", "FuzzDataset": "dataset", "FuzzTemplate": "template"]
+                       "FuzzAdapterConfig": "adapter-config", "FuzzDataset": "dataset", "FuzzTemplate": "template",
+                       "FuzzGGUF": "gguf"]
         for (target, corpus) in targets.sorted(by: { $0.key < $1.key }) {
             let executable = Lora.executable.deletingLastPathComponent().appendingPathComponent(target)
             let directory = corpora.appendingPathComponent(corpus).path
@@ -437,7 +493,7 @@ final class HostileInputTests: XCTestCase {
             return id.count == 3 && id.first!.isUppercase ? String(id) : nil
         })
         var ids = [String]()
-        for cases in [try modelCases(), try tokenCases(), try adapterCases(), try dataCases(), try templateCases(), try optionCases()] {
+        for cases in [try modelCases(), try ggufCases(), try tokenCases(), try adapterCases(), try dataCases(), try templateCases(), try optionCases()] {
             ids += cases.map(\.id)
         }
         ids += ["D18"]   // testTwoMegabyteInstructionAmongOthersIsSkippedAndReported

@@ -144,12 +144,12 @@ final class DataEncodingTests: DataTestCase {
     func testAutoChatTemplateComesFromTheBase() throws {
         let base = directory + "/base"
         try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
-        XCTAssertEqual(try ChatTemplate.resolve("auto", baseDirectory: base), .llama2, "no tokenizer_config.json")
+        XCTAssertEqual(try ChatTemplate.resolve("auto", base: base), .llama2, "no tokenizer_config.json")
         func config(_ object: [String: Any]) throws {
             try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: base + "/tokenizer_config.json"))
         }
         try config(["bos_token": "<s>"])
-        XCTAssertEqual(try ChatTemplate.resolve("auto", baseDirectory: base), .llama2, "no chat_template")
+        XCTAssertEqual(try ChatTemplate.resolve("auto", base: base), .llama2, "no chat_template")
         let jinja = [
             ("{% for m in messages %}{% if m['role'] == 'user' %}{{ '<|user|>\n' + m['content'] + eos_token }}{% elif m['role'] == 'assistant' %}{{ '<|assistant|>\n' + m['content'] + eos_token }}{% endif %}{% endfor %}", ChatTemplate.zephyr),
             ("{{ bos_token + '[INST] <<SYS>>\n' + system + '\n<</SYS>>\n\n' + user + ' [/INST]' }}", .llama2),
@@ -157,18 +157,18 @@ final class DataEncodingTests: DataTestCase {
         ]
         for (source, expected) in jinja {
             try config(["chat_template": source])
-            XCTAssertEqual(try ChatTemplate.resolve("auto", baseDirectory: base), expected)
+            XCTAssertEqual(try ChatTemplate.resolve("auto", base: base), expected)
             try config(["chat_template": [["name": "tool_use", "template": "x"], ["name": "default", "template": source]]])
-            XCTAssertEqual(try ChatTemplate.resolve("auto", baseDirectory: base), expected, "the default of several")
+            XCTAssertEqual(try ChatTemplate.resolve("auto", base: base), expected, "the default of several")
         }
-        XCTAssertEqual(try ChatTemplate.resolve("zephyr", baseDirectory: base), .zephyr, "a name wins over the base's")
+        XCTAssertEqual(try ChatTemplate.resolve("zephyr", base: base), .zephyr, "a name wins over the base's")
         try config(["chat_template": "{% for m in messages %}{{ '<|im_start|>' + m['role'] }}{% endfor %}"])
-        assertError(try ChatTemplate.resolve("auto", baseDirectory: base),
+        assertError(try ChatTemplate.resolve("auto", base: base),
                     contains: ["tokenizer_config.json: its chat template is none LoRAKit knows", "give --chat-template"])
         try config(["chat_template": 5])
-        assertError(try ChatTemplate.resolve("auto", baseDirectory: base), contains: ["\"chat_template\" is a number"])
+        assertError(try ChatTemplate.resolve("auto", base: base), contains: ["\"chat_template\" is a number"])
         try Data("{".utf8).write(to: URL(fileURLWithPath: base + "/tokenizer_config.json"))
-        assertError(try ChatTemplate.resolve("auto", baseDirectory: base), contains: ["tokenizer_config.json: malformed JSON"])
+        assertError(try ChatTemplate.resolve("auto", base: base), contains: ["tokenizer_config.json: malformed JSON"])
     }
 
     func testTokenBatchPacksTheExamplesAndMasksThePrompt() throws {

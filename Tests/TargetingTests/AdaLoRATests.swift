@@ -45,7 +45,7 @@ final class AdaLoRATests: XCTestCase {
         let directory = Self.adaLoRAFixtures + "/pruned"
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("adalora-\(UUID().uuidString).gguf").path
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let report = try GGUFAdapterExport.export(adapterArgument: directory + ":0.5", baseDirectory: Fixtures.model("gqa"), out: out)
+        let report = try GGUFAdapterExport.export(adapterArgument: directory + ":0.5", base: Fixtures.model("gqa"), out: out)
         XCTAssertEqual(report.modules, 5, "the module with no kept triplet is left out")
         let weights = try LlamaWeights.load(directory: Fixtures.model("gqa"))
         let set = try XCTUnwrap(try AdapterDirectory.load(directory, dims: weights.dims) as? AdaLoRASet)
@@ -82,7 +82,7 @@ final class AdaLoRATests: XCTestCase {
 
         let out = try temporaryDirectory(self) + "/combined"
         let combined = try AdapterCombination.combine(adapterArguments: [directory + ":0.5"],
-                                                      baseDirectory: Fixtures.model("gqa"), method: .svd, out: out)
+                                                      base: Fixtures.model("gqa"), method: .svd, out: out)
         XCTAssertEqual(combined.adapters.count, 5)
         try assertSameUpdates(try AdapterSet.load(directory: out, dims: weights.dims), weight: 0.5, "combined")
 

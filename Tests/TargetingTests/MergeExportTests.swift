@@ -118,7 +118,7 @@ final class MergeExportTests: XCTestCase {
 
     func testHFExportReadsBackAsPEFTMergedModel() throws {
         let out = try temporaryDirectory(self) + "/merged"
-        let report = try ModelExport.merge(baseDirectory: Fixtures.model("gqa"), adapterArguments: [Fixtures.peft("lora-qv")],
+        let report = try ModelExport.merge(base: Fixtures.model("gqa"), adapterArguments: [Fixtures.peft("lora-qv")],
                                            out: out, format: .hf)
         XCTAssertEqual(report.mergedProjections, 4)
         XCTAssertLessThan(report.maxDifference, 1e-4)
@@ -136,7 +136,7 @@ final class MergeExportTests: XCTestCase {
 
     func testHalfPrecisionHFExportIsRoundedAndLabelled() throws {
         let out = try temporaryDirectory(self) + "/merged16"
-        let report = try ModelExport.merge(baseDirectory: Fixtures.model("gqa"), adapterArguments: [Fixtures.peft("lora-qv")],
+        let report = try ModelExport.merge(base: Fixtures.model("gqa"), adapterArguments: [Fixtures.peft("lora-qv")],
                                            out: out, format: .hf, dtype: .bf16)
         XCTAssertGreaterThan(report.maxDifference, 0, "BF16 rounding shows in the self-check")
         XCTAssertLessThan(report.maxDifference, 0.2)
@@ -148,7 +148,7 @@ final class MergeExportTests: XCTestCase {
     /// tensors (names, shapes, types, values) and the same values for every key llama.cpp reads.
     func testGGUFExportMatchesLlamaCppConverter() throws {
         let out = try temporaryDirectory(self) + "/merged.gguf"
-        _ = try ModelExport.merge(baseDirectory: Fixtures.model("gqa"), adapterArguments: [Fixtures.peft("lora-qv")],
+        _ = try ModelExport.merge(base: Fixtures.model("gqa"), adapterArguments: [Fixtures.peft("lora-qv")],
                                   out: out, format: .gguf)
         let ours = try GGUFFile(path: out), reference = try GGUFFile(path: Fixtures.export("llamacpp/merged-qv.gguf"))
         XCTAssertEqual(Set(ours.tensors.map(\.name)), Set(reference.tensors.map(\.name)))
@@ -217,7 +217,7 @@ final class MergeExportTests: XCTestCase {
     func testQ8_0GGUFExportQuantizesWholeBlockRowsAndFallsBackToF16() throws {
         let directory = try temporaryDirectory(self)
         let out = directory + "/m.gguf"
-        let report = try ModelExport.merge(baseDirectory: Fixtures.model("gqa"), adapterArguments: [Fixtures.peft("lora-qv")],
+        let report = try ModelExport.merge(base: Fixtures.model("gqa"), adapterArguments: [Fixtures.peft("lora-qv")],
                                            out: out, format: .gguf, dtype: .q8_0)
         let file = try GGUFFile(path: out)
         XCTAssertEqual(file.metadata["general.file_type"], .uint32(7))
@@ -237,7 +237,7 @@ final class MergeExportTests: XCTestCase {
         XCTAssertGreaterThan(report.maxDifference, 0)
         XCTAssertLessThan(report.maxDifference, 0.05 * max(1, report.maxLogit))
         assertError(["q8_0 is a llama.cpp (GGUF) type", "--format gguf"]) {
-            _ = try ModelExport.merge(baseDirectory: Fixtures.model("gqa"), adapterArguments: [], out: directory + "/hf",
+            _ = try ModelExport.merge(base: Fixtures.model("gqa"), adapterArguments: [], out: directory + "/hf",
                                       format: .hf, dtype: .q8_0)
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/hf"))
@@ -248,7 +248,7 @@ final class MergeExportTests: XCTestCase {
         let directory = try temporaryDirectory(self)
         for (adapter, source) in [("lora-qv", Fixtures.peft("lora-qv")), ("adapter-b", Fixtures.export("adapter-b"))] {
             let out = directory + "/\(adapter).gguf"
-            let report = try GGUFAdapterExport.export(adapterArgument: source, baseDirectory: Fixtures.model("gqa"), out: out)
+            let report = try GGUFAdapterExport.export(adapterArgument: source, base: Fixtures.model("gqa"), out: out)
             XCTAssertEqual(report.rescaledModules, [], "plain adapters are written as they are")
             let ours = try GGUFFile(path: out), reference = try GGUFFile(path: Fixtures.export("llamacpp/\(adapter).gguf"))
             for key in ["general.architecture", "general.type", "adapter.type", "adapter.lora.alpha"] {
@@ -269,7 +269,7 @@ final class MergeExportTests: XCTestCase {
         for name in ["lora-all-rslora", "lora-pattern", "lora-qv"] {
             let out = try temporaryDirectory(self) + "/a.gguf"
             let report = try GGUFAdapterExport.export(adapterArgument: Fixtures.peft(name) + ":0.5",
-                                                      baseDirectory: Fixtures.model("gqa"), out: out)
+                                                      base: Fixtures.model("gqa"), out: out)
             XCTAssertFalse(report.rescaledModules.isEmpty, "\(name) at weight 0.5 needs rescaling")
             let set = try AdapterSet.load(directory: Fixtures.peft(name), dims: dims)
             set.multiplier = 0.5

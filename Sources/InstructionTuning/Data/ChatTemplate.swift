@@ -1,4 +1,6 @@
+import Checkpoints
 import Foundation
+import MiniGPT
 import Tensors
 import Tokenizer
 
@@ -74,11 +76,20 @@ public struct ChatTemplate: Equatable, Sendable {
 
     public static let builtIn: [ChatTemplate] = [.llama2, .mistral, .zephyr]
 
-    /// `nameOrPath` for a model in `baseDirectory`: "auto" is the base's own chat template (`chat_template` in its
-    /// `tokenizer_config.json`, recognised by its markers; llama2 when the base has none), anything else `named`.
-    public static func resolve(_ nameOrPath: String, baseDirectory: String) throws -> ChatTemplate {
+    /// `nameOrPath` for the model `base`: "auto" is the base's own chat template (`chat_template` in its
+    /// `tokenizer_config.json`, or a GGUF file's `tokenizer.chat_template`, recognised by its markers; llama2 when
+    /// the base has none), anything else `named`.
+    public static func resolve(_ nameOrPath: String, base: String) throws -> ChatTemplate {
         guard nameOrPath == "auto" else { return try named(nameOrPath) }
-        let path = (baseDirectory as NSString).appendingPathComponent("tokenizer_config.json")
+        if BaseModel.isGGUF(base) {
+            let file = try BaseModel.file(base)
+            guard let value = file.metadata["tokenizer.chat_template"] else { return .llama2 }
+            guard let source = value.text else { throw LoRAKitError.file(base, "tokenizer.chat_template is \(value), not a string") }
+            if let template = recognise(source) { return template }
+            throw LoRAKitError.file(base, "its chat template (tokenizer.chat_template) is none LoRAKit knows (llama2, mistral "
+                + "or zephyr); give --chat-template with one of those names or a JSON file with user and assistant texts")
+        }
+        let path = (base as NSString).appendingPathComponent("tokenizer_config.json")
         guard FileManager.default.fileExists(atPath: path) else { return .llama2 }
         let value = try JSONText.parseFile(path: path, what: "tokenizer config")
         guard let object = value as? [String: Any], let entry = object["chat_template"] else { return .llama2 }

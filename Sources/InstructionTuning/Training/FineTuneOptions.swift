@@ -63,7 +63,7 @@ public struct FineTuneOptions: Codable, Equatable, Sendable {
 
     /// The chat template of this run's conversation records (`--chat-template`, auto by default).
     public func resolvedChatTemplate() throws -> ChatTemplate {
-        try ChatTemplate.resolve(chatTemplate ?? "auto", baseDirectory: base)
+        try ChatTemplate.resolve(chatTemplate ?? "auto", base: base)
     }
 
     /// These options with a data directory (mlx-lm's layout) replaced by its files: `train.jsonl` for `data`, and

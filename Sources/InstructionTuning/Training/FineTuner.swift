@@ -37,8 +37,8 @@ public final class FineTuner {
         // on, so the base loads in F32 first and is quantized when the training base is built.
         let quantization = try options.quantization
         let quantizeAfterPiSSA = options.isPiSSA && quantization != .none
-        let weights = try LlamaWeights.load(directory: options.base, quantization: quantizeAfterPiSSA ? .none : quantization)
-        tokenizer = try BaseModel.tokenizer(directory: options.base)
+        let weights = try BaseModel.weights(options.base, quantization: quantizeAfterPiSSA ? .none : quantization)
+        tokenizer = try BaseModel.tokenizer(options.base)
         if tokenizer.vocabSize > weights.dims.vocab {
             throw LoRAKitError.file(options.base, "tokenizer.model has \(tokenizer.vocabSize) pieces but the model's vocab_size is \(weights.dims.vocab)")
         }

@@ -47,7 +47,7 @@ extension GGUFVocabulary {
     /// Whether SentencePiece puts "▁" before the text (`add_dummy_prefix`), found by encoding "a": the model
     /// does not expose its normalizer settings, but its output shows them. Byte pieces are decoded, so a
     /// vocabulary without "▁" (spelled <0xE2><0x96><0x81>) is read right too.
-    static func addsDummyPrefix(_ tokenizer: SentencePieceTokenizer) -> Bool {
+    public static func addsDummyPrefix(_ tokenizer: SentencePieceTokenizer) -> Bool {
         var bytes: [UInt8] = []
         for id in tokenizer.encode("a") {
             guard let piece = try? tokenizer.piece(id) else { return true }
@@ -58,5 +58,38 @@ extension GGUFVocabulary {
             }
         }
         return bytes.starts(with: Array("\u{2581}".utf8))
+    }
+
+    /// The SentencePiece model llama.cpp tokenizes this vocabulary with: BPE over the pieces by score (llama.cpp's
+    /// `llama` tokenizer merges by score whatever algorithm trained the vocabulary), byte fallback when the
+    /// vocabulary has byte pieces, and the space prefix of `tokenizer.ggml.add_space_prefix`.
+    public var sentencePieceModel: SentencePieceModelProto {
+        let pieces = zip(zip(tokens, scores), types).map { entry, type in
+            SentencePieceModelProto.Piece(entry.0, score: entry.1, type: type.pieceType)
+        }
+        return SentencePieceModelProto(pieces: pieces, modelType: .bpe, byteFallback: types.contains(.byte),
+                                       addDummyPrefix: addSpacePrefix, unknownId: Int32(unknownId ?? -1),
+                                       bosId: Int32(bosId), eosId: Int32(eosId), padId: Int32(distinctPadding ?? -1))
+    }
+
+    /// The padding id when it is a token of its own (files often name `<unk>` or `</s>` as padding, which a
+    /// SentencePiece model cannot also call its pad piece).
+    private var distinctPadding: Int? {
+        guard let paddingId, paddingId != bosId, paddingId != eosId, paddingId != unknownId else { return nil }
+        return paddingId
+    }
+}
+
+extension GGUFVocabulary.TokenType {
+    /// The SentencePiece piece type of a llama.cpp token type (the two number them alike).
+    var pieceType: PieceType {
+        switch self {
+        case .normal: return .normal
+        case .unknown: return .unknown
+        case .control: return .control
+        case .userDefined: return .userDefined
+        case .unused: return .unused
+        case .byte: return .byte
+        }
     }
 }

@@ -1,6 +1,5 @@
 import Checkpoints
 import Foundation
-import MiniGPT
 import Tensors
 
 /// How a LLaMA model is laid out in GGUF for llama.cpp (architecture `llama`), as llama.cpp's
@@ -33,7 +32,7 @@ public enum LlamaGGUF {
     }
 
     /// Heads whose rows `projection` must be reordered by, or nil when its rows stay as they are.
-    static func ropeHeads(_ projection: Projection, _ dims: ModelDimensions) -> Int? {
+    public static func ropeHeads(_ projection: Projection, _ dims: ModelDimensions) -> Int? {
         switch projection {
         case .q: return dims.heads
         case .k: return dims.kvHeads
@@ -129,9 +128,78 @@ public enum LlamaGGUF {
         try writer.write(to: path)
     }
 
-    /// Reads a model written by `writeModel` back into the Hugging Face layout (q/k rows restored), for a
-    /// model of `config`; every tensor is checked for presence and shape.
-    public static func readModel(_ file: GGUFFile, config: LlamaConfig) throws -> LlamaWeights {
+    /// The hyper-parameters of a llama.cpp model file as a config.json would give them, checked: architecture
+    /// `llama` (LLaMA 1–2, Mistral, TinyLlama …) without rope scaling or experts. The vocabulary size is the
+    /// embedding's rows, the LM head is tied when the file has no `output.weight`, BOS/EOS are the tokenizer's.
+    public static func config(of file: GGUFFile) throws -> LlamaConfig {
+        func fail(_ message: String) -> LoRAKitError { LoRAKitError.file(file.path, message) }
+        let arch = try file.value("general.architecture")
+        guard arch == .string(architecture) else {
+            throw fail("general.architecture is \(arch); LoRAKit reads LLaMA-architecture models (\"\(architecture)\") only")
+        }
+        func integer(_ key: String) throws -> Int? {
+            guard let value = file.metadata["\(architecture).\(key)"] else { return nil }
+            guard let n = value.integer, n > 0 else { throw fail("\(architecture).\(key) is \(value), expected a positive integer") }
+            return n
+        }
+        func required(_ key: String) throws -> Int {
+            guard let n = try integer(key) else { throw fail("has no metadata key \(architecture).\(key)") }
+            return n
+        }
+        func real(_ key: String) throws -> Float? {
+            guard let value = file.metadata["\(architecture).\(key)"] else { return nil }
+            guard let x = value.real, x > 0, x.isFinite else { throw fail("\(architecture).\(key) is \(value), expected a positive number") }
+            return Float(x)
+        }
+        if let experts = try integer("expert_count"), experts > 0 {
+            throw fail("is a mixture of \(experts) experts; LoRAKit's LLaMA has one feed-forward network per block")
+        }
+        if let scaling = file.metadata["\(architecture).rope.scaling.type"], scaling != .string("none") {
+            throw fail("uses rope scaling \(scaling) (\(architecture).rope.scaling.type); LoRAKit implements plain RoPE")
+        }
+        if file.info("rope_freqs.weight") != nil {
+            throw fail("has rope_freqs.weight (LLaMA 3.1's rope scaling); LoRAKit implements plain RoPE")
+        }
+        guard let embedding = file.info("token_embd.weight"), embedding.shape.count == 2 else {
+            throw fail("has no 2-D tensor token_embd.weight")
+        }
+        let vocabulary = try GGUFVocabulary(file: file)
+        let heads = try required("attention.head_count")
+        let hidden = try required("embedding_length")
+        let headDim = try integer("attention.key_length") ?? (hidden % heads == 0 ? hidden / heads : 0)
+        if let valueLength = try integer("attention.value_length"), valueLength != headDim {
+            throw fail("\(architecture).attention.value_length \(valueLength) differs from key_length \(headDim)")
+        }
+        if let rotated = try integer("rope.dimension_count"), rotated != headDim {
+            throw fail("\(architecture).rope.dimension_count is \(rotated): RoPE on part of a head of \(headDim) is not supported")
+        }
+        guard let epsilon = try real("attention.layer_norm_rms_epsilon") else {
+            throw fail("has no metadata key \(architecture).attention.layer_norm_rms_epsilon")
+        }
+        let config = LlamaConfig(
+            vocabSize: embedding.shape[0], hiddenSize: hidden, intermediateSize: try required("feed_forward_length"),
+            numHiddenLayers: try required("block_count"), numAttentionHeads: heads,
+            numKeyValueHeads: try integer("attention.head_count_kv") ?? heads, headDim: headDim,
+            rmsNormEps: epsilon, maxPositionEmbeddings: try required("context_length"),
+            tieWordEmbeddings: file.info("output.weight") == nil,
+            bosTokenId: vocabulary.bosId, eosTokenId: vocabulary.eosId, padTokenId: vocabulary.paddingId,
+            ropeTheta: try real("rope.freq_base") ?? 10000)
+        do { try config.validate() } catch let error as LoRAKitError { throw fail(error.message) }
+        guard embedding.shape[1] == hidden else {
+            throw fail("token_embd.weight has shape \(embedding.shape), but \(architecture).embedding_length is \(hidden)")
+        }
+        guard vocabulary.tokens.count == config.vocabSize else {
+            throw fail("has \(vocabulary.tokens.count) tokens but token_embd.weight has \(config.vocabSize) rows")
+        }
+        return config
+    }
+
+    /// Reads a llama.cpp model file into the Hugging Face layout (q/k rows restored) for a model of `config`;
+    /// every tensor is checked for presence and shape. Quantized tensors (Q4_K …) are dequantized to F32 one at a
+    /// time; with `quantization` the projections are then stored as it says (NF4), so the F32 model never exists
+    /// whole. F32 tensors are borrowed from the file's memory map unless `inMemory` (see `LlamaWeights.load`).
+    public static func readModel(_ file: GGUFFile, config: LlamaConfig, quantization: BaseQuantization = .none,
+                                 inMemory: Bool = false) throws -> LlamaWeights {
         let arch = try file.value("general.architecture")
         guard arch == .string(architecture) else {
             throw LoRAKitError.file(file.path, "general.architecture is \(arch), expected \"\(architecture)\"")
@@ -149,14 +217,15 @@ public enum LlamaGGUF {
                 byHFName["model.layers.\(l).\(p.modulePath).weight"] = (tensorName(layer: l, projection: p), ropeHeads(p, dims))
             }
         }
-        return try LlamaWeights.assemble(config: config) { hfName, shape in
+        return try LlamaWeights.assemble(config: config, quantization: quantization) { hfName, shape in
             guard let (name, heads) = byHFName[hfName] else { throw LoRAKitError.file(file.path, "no GGUF name for \(hfName)") }
             guard let info = file.info(name) else { throw LoRAKitError.file(file.path, "has no tensor \(name)") }
             guard info.shape == shape else {
                 throw LoRAKitError.file(file.path, "tensor \(name) has shape \(info.shape), the model needs \(shape)")
             }
             let tensor = try file.tensor(name)
-            return heads.map { permuteRoPERows(tensor, heads: $0, inverse: true) } ?? tensor
+            if let heads { return permuteRoPERows(tensor, heads: heads, inverse: true) }
+            return inMemory && !tensor.ownsMemory ? tensor.clone() : tensor
         }
     }
 }

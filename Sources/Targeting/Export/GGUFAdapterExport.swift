@@ -22,16 +22,13 @@ public enum GGUFAdapterExport {
         public let rescaledModules: [String]
     }
 
-    /// `lora export-adapter`: loads `adapterArgument` (`DIR` or `DIR:WEIGHT`) for the model in `baseDirectory`
+    /// `lora export-adapter`: loads `adapterArgument` (`DIR` or `DIR:WEIGHT`) for the model `base` (a directory or GGUF file)
     /// (which fixes the shapes the adapter must have) and writes it to `out`, refused if `out` exists unless
     /// `overwrite`.
-    public static func export(adapterArgument: String, baseDirectory: String, out: String, type: GGMLType = .f32,
+    public static func export(adapterArgument: String, base: String, out: String, type: GGMLType = .f32,
                               overwrite: Bool = false) throws -> Report {
         try ModelExport.checkOutput(out, overwrite: overwrite)
-        guard FileManager.default.fileExists(atPath: baseDirectory + "/config.json") else {
-            throw LoRAKitError.file(baseDirectory, "no config.json: not a Hugging Face model directory")
-        }
-        let config = try LlamaConfig.load(from: baseDirectory + "/config.json")
+        let config = try BaseModel.config(base)
         let (directory, weight) = try AdapterSet.parseAdapterArgument(adapterArgument)
         let dims = ModelDimensions(config)
         if AdapterDirectory.peftType(directory) == AdaLoRAConfig.peftTypeName {

@@ -60,22 +60,22 @@ public enum ModelExport {
     static let tokenizerFiles = ["tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                                  "tokenizer.json", "generation_config.json"]
 
-    /// Merges `adapterArguments` (`DIR` or `DIR:WEIGHT`) into the model in `baseDirectory` and writes it to `out`;
-    /// with no adapter, writes the base model itself in `format`.
+    /// Merges `adapterArguments` (`DIR` or `DIR:WEIGHT`) into the model `base` (a Hugging Face directory or a GGUF
+    /// file) and writes it to `out`; with no adapter, writes the base model itself in `format` (a GGUF base becomes
+    /// a Hugging Face directory with `tokenizer.model` built from its vocabulary, and the reverse).
     ///
     /// The output appears whole or not at all: a directory is built in a temporary sibling and renamed, a file is
     /// written to a temporary sibling and renamed. An existing `out` is refused unless `overwrite`. After writing,
     /// the output is read back and checked: every tensor must be exactly the merged weights rounded to `dtype`, and
     /// (for F32) its logits must match the base with the adapters attached; if not, the output is removed and the
     /// merge fails.
-    public static func merge(baseDirectory: String, adapterArguments: [String], out: String, format: ExportFormat,
+    public static func merge(base basePath: String, adapterArguments: [String], out: String, format: ExportFormat,
                              dtype: ExportDType = .f32, overwrite: Bool = false) throws -> MergeReport {
         if format == .hf && dtype.safetensors == nil {
             throw LoRAKitError("--dtype \(dtype.rawValue) is a llama.cpp (GGUF) type: use --format gguf, or f32, f16 or bf16 for --format hf")
         }
         try checkOutput(out, overwrite: overwrite)
-        let base = try LlamaWeights.load(directory: baseDirectory)
-        let tokenizer = try BaseModel.tokenizer(directory: baseDirectory)
+        let base = try BaseModel.weights(basePath)
         var adapters: [any AttachableAdapters] = []
         for argument in adapterArguments {
             let (directory, weight) = try AdapterSet.parseAdapterArgument(argument)
@@ -93,12 +93,14 @@ public enum ModelExport {
         case .hf:
             let safetensors = dtype.safetensors ?? .f32
             try AtomicFile.writeDirectory(at: out, overwrite: overwrite) { temporary in
-                try writeHF(merged, dtype: safetensors, baseDirectory: baseDirectory, to: temporary)
+                try writeHF(merged, dtype: safetensors, base: basePath, to: temporary)
             }
             written = try LlamaWeights.load(directory: out)
             storage = { _ in GGMLType(safetensors) }
         case .gguf:
-            let vocabulary = try GGUFVocabulary(tokenizer: tokenizer, config: base.config)
+            // a GGUF base's vocabulary as it is; a directory's from its tokenizer.model, as llama.cpp's converter
+            let vocabulary = BaseModel.isGGUF(basePath) ? try GGUFVocabulary(file: try GGUFFile(path: basePath))
+                : try GGUFVocabulary(tokenizer: try BaseModel.tokenizer(basePath), config: base.config)
             try LlamaGGUF.writeModel(merged, vocabulary: vocabulary, type: dtype.ggml, name: modelName(out), to: out)
             written = try LlamaGGUF.readModel(try GGUFFile(path: out), config: base.config)
             storage = { LlamaGGUF.storageType(shape: $0, requested: dtype.ggml) }
@@ -125,16 +127,21 @@ public enum ModelExport {
                            maxDifference: difference, maxLogit: largest, checkTokens: tokens)
     }
 
-    /// Writes a Hugging Face model directory's files into the existing directory `directory`.
-    public static func writeHF(_ weights: LlamaWeights, dtype: DType, baseDirectory: String, to directory: String) throws {
+    /// Writes a Hugging Face model directory's files into the existing directory `directory`, with the tokenizer
+    /// files of the base directory, or the `tokenizer.model` of a GGUF base's vocabulary.
+    public static func writeHF(_ weights: LlamaWeights, dtype: DType, base: String, to directory: String) throws {
         try SafeTensorsWriter.write(weights.named.map { (name: $0.0, tensor: $0.1) }, dtype: dtype,
                                     metadata: ["format": "pt"], to: directory + "/model.safetensors")
         try AtomicFile.write(try configJSON(weights.config, dtype: dtype), to: directory + "/config.json")
+        if BaseModel.isGGUF(base) {
+            try AtomicFile.write(try BaseModel.tokenizerModel(base), to: directory + "/tokenizer.model")
+            return
+        }
         for name in tokenizerFiles {
-            let source = baseDirectory + "/" + name
+            let source = base + "/" + name
             guard FileManager.default.fileExists(atPath: source) else {
                 if name == "tokenizer.model" {
-                    throw LoRAKitError.file(baseDirectory, "no tokenizer.model to copy into the merged model")
+                    throw LoRAKitError.file(base, "no tokenizer.model to copy into the merged model")
                 }
                 continue
             }
