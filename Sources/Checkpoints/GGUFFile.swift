@@ -151,6 +151,18 @@ public final class GGUFFile: @unchecked Sendable {
         return value
     }
 
+    /// Releases the memory-mapped pages of tensor `name` (the whole pages inside its bytes; they are read again
+    /// from the file if touched), for a caller that converted the tensor into memory of its own and holds no
+    /// tensor borrowed from those bytes: a dequantized model then does not also keep the file resident.
+    public func releasePages(of name: String) {
+        guard let info = byName[name] else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard page > 0 else { return }
+        let lower = info.fileOffset, upper = info.fileOffset + info.type.byteCount(elements: info.count)
+        let first = (lower + page - 1) / page * page, last = upper / page * page
+        if first < last { _ = madvise(mapping + first, last - first, Int32(MADV_DONTNEED)) }
+    }
+
     /// The tensor `name` as F32: aligned F32 data is borrowed from the mapping (the tensor keeps this file alive);
     /// F16 and BF16 are converted exactly into a new tensor, quantized blocks read back as gguf-py's `dequantize`
     /// does (`GGMLDequantization`).

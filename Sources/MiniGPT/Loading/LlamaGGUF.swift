@@ -223,9 +223,12 @@ public enum LlamaGGUF {
             guard info.shape == shape else {
                 throw LoRAKitError.file(file.path, "tensor \(name) has shape \(info.shape), the model needs \(shape)")
             }
-            let tensor = try file.tensor(name)
-            if let heads { return permuteRoPERows(tensor, heads: heads, inverse: true) }
-            return inMemory && !tensor.ownsMemory ? tensor.clone() : tensor
+            var tensor = try file.tensor(name)
+            if let heads { tensor = permuteRoPERows(tensor, heads: heads, inverse: true) }
+            if inMemory && !tensor.ownsMemory { tensor = tensor.clone() }
+            // a tensor in memory of its own no longer needs the file's pages (a quantized file's blocks)
+            if tensor.ownsMemory { file.releasePages(of: name) }
+            return tensor
         }
     }
 }
