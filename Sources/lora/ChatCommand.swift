@@ -12,7 +12,8 @@ struct Chat: ParsableCommand {
         discussion: """
             The conversation so far (after --system, if given) is written in --chat-template, as conversation \
             records are trained, and the answer is generated after it; answers join the conversation. On a \
-            terminal answers appear as they are generated. An empty line is skipped, /reset starts a new \
+            terminal answers appear as they are generated. A line ending in a backslash goes on on the next \
+            line (a message of several lines, as in llama.cpp). An empty line is skipped, /reset starts a new \
             conversation, end of input (Ctrl-D) ends the chat.
             """)
 
@@ -44,9 +45,8 @@ struct Chat: ParsableCommand {
         var generator = Generator(model: loaded, capacity: 0)
         while true {
             if typing { FileHandle.standardError.write(Data("> ".utf8)) }
-            guard let line = readLine() else { break }
-            // a line typed or piped with CRLF ends in "\r": not part of the message
-            let text = line.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard let message = Self.readMessage(prompting: typing) else { break }
+            let text = message.trimmingCharacters(in: .whitespacesAndNewlines)
             if text.isEmpty { continue }
             if text == "/reset" {
                 conversation = opening
@@ -64,5 +64,19 @@ struct Chat: ParsableCommand {
             if stream != nil { stream?.finish(answer) } else { print(answer) }
             conversation.append(ChatMessage(role: .assistant, content: answer))
         }
+    }
+
+    /// One message from standard input: a line, or several when each but the last ends in a backslash (which is
+    /// dropped; the lines keep their line breaks). A line typed or piped with CRLF ends in "\r": not part of the
+    /// message. Nil at the end of input with nothing read.
+    static func readMessage(prompting: Bool) -> String? {
+        var lines: [String] = []
+        while let raw = readLine() {
+            let line = raw.hasSuffix("\r") ? String(raw.dropLast()) : raw
+            guard line.hasSuffix("\\") else { return (lines + [line]).joined(separator: "\n") }
+            lines.append(String(line.dropLast()))
+            if prompting { FileHandle.standardError.write(Data(". ".utf8)) }
+        }
+        return lines.isEmpty ? nil : lines.joined(separator: "\n")
     }
 }

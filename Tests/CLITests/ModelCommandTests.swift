@@ -155,6 +155,14 @@ final class ModelCommandTests: XCTestCase {
         XCTAssertEqual(second.status, 0, second.stderr)
         let object = try JSONSerialization.jsonObject(with: Data(second.stdout.utf8)) as? [String: Any]
         XCTAssertEqual(object?["output"] as? String, answers[1])
+        // a line ending in a backslash goes on: the message "Which is smallest?\n7 3 9", answered as generate
+        // answers that instruction (CRLF line ends as a Windows terminal would send them)
+        let twoLines = try Lora.run(["chat"] + common, stdin: "Which is smallest?\\\r\n7 3 9\r\n")
+        XCTAssertEqual(twoLines.status, 0, twoLines.stderr)
+        let direct = try Lora.run(["generate", "--instruction", "Which is smallest?\n7 3 9"] + common)
+        XCTAssertEqual(twoLines.stdout, direct.stdout)
+        XCTAssertNotEqual(twoLines.stdout, try Lora.run(["generate", "--instruction", "Which is smallest? 7 3 9"] + common).stdout,
+                          "the line break is part of the message")
         // mistral has no system message: refused before reading anything
         assertCleanFailure(try Lora.run(["chat", "--base", gqa, "--chat-template", "mistral", "--system", "x"], stdin: "hi\n"),
                            mentions: "has no \"system\" text")
