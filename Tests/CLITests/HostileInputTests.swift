@@ -428,6 +428,8 @@ final class HostileInputTests: XCTestCase {
             HostileCase(id: "G07", arguments: forward(base: try edited("few-tokens.gguf", metadata: replacing("tokenizer.ggml.tokens", with: .strings(["<unk>", "<s>", "</s>"])))),
                         needle: "tokenizer.ggml.scores"),
             HostileCase(id: "G08", arguments: forward(base: try write("iq2.gguf", iq2)), needle: "IQ2_XXS"),
+            HostileCase(id: "G10", arguments: forward(base: try edited("billion-blocks.gguf", metadata: replacing("llama.block_count", with: .uint32(1_000_000_000)))),
+                        needle: "llama.block_count is 1000000000, but the file holds 21 tensors (9 per block)"),
             HostileCase(id: "G09", arguments: ["tokenizer", "encode", "--model", try write("notes2.gguf", "GGUF but no more"), "--text", "a"],
                         needle: "notes2.gguf"),
         ]

@@ -163,6 +163,11 @@ public enum LlamaGGUF {
         guard let embedding = file.info("token_embd.weight"), embedding.shape.count == 2 else {
             throw fail("has no 2-D tensor token_embd.weight")
         }
+        // each block is 9 tensors: a corrupt count is refused before anything is built for it
+        let blocks = try required("block_count")
+        guard blocks <= file.tensors.count / 9 else {
+            throw fail("\(architecture).block_count is \(blocks), but the file holds \(file.tensors.count) tensors (9 per block)")
+        }
         let vocabulary = try GGUFVocabulary(file: file)
         let heads = try required("attention.head_count")
         let hidden = try required("embedding_length")
@@ -178,7 +183,7 @@ public enum LlamaGGUF {
         }
         let config = LlamaConfig(
             vocabSize: embedding.shape[0], hiddenSize: hidden, intermediateSize: try required("feed_forward_length"),
-            numHiddenLayers: try required("block_count"), numAttentionHeads: heads,
+            numHiddenLayers: blocks, numAttentionHeads: heads,
             numKeyValueHeads: try integer("attention.head_count_kv") ?? heads, headDim: headDim,
             rmsNormEps: epsilon, maxPositionEmbeddings: try required("context_length"),
             tieWordEmbeddings: file.info("output.weight") == nil,
