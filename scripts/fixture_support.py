@@ -90,6 +90,14 @@ def fixture_size(path):
 # ---------------------------------------------------------------------------------------------------------------
 # Tensors
 
+def finish_gguf(writer):
+    """Writes a gguf-py GGUFWriter's header, metadata and tensors to its file and closes it."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def save_tensors(path, tensors, metadata=None):
     """F32 safetensors (torch tensors or numpy arrays) with a sorted header, so regenerating gives identical bytes
     (safetensors' own writer orders the metadata arbitrarily). `metadata` defaults to {"format": "pt"}. The file is

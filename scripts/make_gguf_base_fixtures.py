@@ -16,7 +16,7 @@ Writes Tests/Fixtures/gguf-base/:
                        BOS), the ids LoRAKit's tokenizer built from the same metadata must give
 
 and the seeds of the GGUF fuzzer, Tests/Fuzz/corpus/gguf/ (each under 8 KB, the fuzzer's input limit): a tiny F32
-model with a byte-fallback vocabulary, a tied F16 one without scores or types, one with Q8_0 rows, a file of one
+model with a byte-fallback vocabulary, a tied F16 one without scores or types, one claiming 10^9 blocks, a file of one
 tensor of every quantized type LoRAKit reads (random blocks), and a truncated model.
 
 Usage:
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fixture_support import REPO, fixture_size, run, save_tensors
+from fixture_support import REPO, finish_gguf, fixture_size, run, save_tensors
 
 OUT = REPO / "Tests" / "Fixtures" / "gguf-base"
 SEEDS = REPO / "Tests" / "Fuzz" / "corpus" / "gguf"
@@ -129,10 +129,7 @@ def write_f32(path):
             writer.add_tensor(f"blk.{l}.{cpp}.weight", np.ascontiguousarray(t))
     writer.add_tensor("output_norm.weight", w["model.norm.weight"])
     writer.add_tensor("output.weight", w["lm_head.weight"])
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer)
 
 
 def quantize(source, target):
@@ -171,13 +168,14 @@ def write():
     write_seeds()
 
 
-def write_tiny(path, dtype="F32", tied=False, vocab_metadata=True, rng_seed=0):
-    """A LLaMA of dim 8 (2 heads, 1 key/value head, FFN 8, 1 block) and 8 tokens, for the fuzzer's seeds."""
+def write_tiny(path, dtype="F32", tied=False, vocab_metadata=True, rng_seed=0, block_count=1):
+    """A LLaMA of dim 8 (2 heads, 1 key/value head, FFN 8, 1 block) and 8 tokens, for the fuzzer's seeds;
+    `block_count` is what the metadata claims."""
     import gguf
     rng = np.random.default_rng(rng_seed)
     tokens = ["<unk>", "<s>", "</s>", "\u2581", "a", "\u2581a", "<0x41>", "<|user|>"]
     writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_block_count(1)
+    writer.add_block_count(block_count)
     writer.add_context_length(16)
     writer.add_embedding_length(8)
     writer.add_feed_forward_length(8)
@@ -204,10 +202,7 @@ def write_tiny(path, dtype="F32", tied=False, vocab_metadata=True, rng_seed=0):
     writer.add_tensor("output_norm.weight", np.ones(8, dtype=np.float32))
     if not tied:
         writer.add_tensor("output.weight", t(8, 8))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer)
 
 
 def write_seeds():
@@ -216,6 +211,8 @@ def write_seeds():
     fresh_directory(SEEDS)
     write_tiny(SEEDS / "tiny-f32.gguf")
     write_tiny(SEEDS / "tiny-tied-f16.gguf", dtype="F16", tied=True, vocab_metadata=False, rng_seed=1)
+    # FuzzGGUF once timed out on a file claiming 10^9 blocks (names were built for all before any was read)
+    write_tiny(SEEDS / "huge-block-count.gguf", block_count=10 ** 9)
     data = (SEEDS / "tiny-f32.gguf").read_bytes()
     (SEEDS / "truncated.gguf").write_bytes(data[: len(data) * 2 // 3])
     rng = np.random.default_rng(5)
@@ -226,10 +223,7 @@ def write_seeds():
         raw = rng.integers(0, 256, size, dtype=np.uint8)
         raw[:2] = np.frombuffer(np.float16(0.01).tobytes(), dtype=np.uint8)   # a finite F16 scale first
         writer.add_tensor(qtype.name, raw.reshape(1, size), raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer)
     for seed in SEEDS.iterdir():
         assert seed.stat().st_size < 8192, seed
 

@@ -28,7 +28,7 @@ import numpy as np
 import gguf
 from gguf.quants import quantize, dequantize
 
-from fixture_support import REPO, fixture_size, run
+from fixture_support import REPO, finish_gguf, fixture_size, run
 
 OUT = REPO / "Tests" / "Fixtures" / "gguf-quant"
 Q8_0 = gguf.GGMLQuantizationType.Q8_0
@@ -53,10 +53,7 @@ def write_q8_0():
     writer.add_tensor("input", x)
     writer.add_tensor("quantized", q, raw_dtype=Q8_0)
     writer.add_tensor("dequantized", dequantize(q, Q8_0).astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer)
 
 
 def check_q8_0():
@@ -109,10 +106,7 @@ def write_dequant():
         raw = make_blocks(qtype, seed)
         writer.add_tensor(qtype.name, raw, raw_dtype=qtype)
         writer.add_tensor(qtype.name + ".dequantized", dequantize(raw, qtype).astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer)
 
 
 def check_dequant():
