@@ -16,7 +16,7 @@ Writes Tests/Fixtures/gguf-base/:
                        BOS), the ids LoRAKit's tokenizer built from the same metadata must give
 
 and the seeds of the GGUF fuzzer, Tests/Fuzz/corpus/gguf/ (each under 8 KB, the fuzzer's input limit): a tiny F32
-model with a byte-fallback vocabulary, a tied F16 one without scores or types, one claiming 10^9 blocks, a file of one
+model with a byte-fallback vocabulary, a tied F16 one without scores or types, one claiming 10^9 blocks, one whose </s> is an emoji, a file of one
 tensor of every quantized type LoRAKit reads (random blocks), and a truncated model.
 
 Usage:
@@ -168,12 +168,12 @@ def write():
     write_seeds()
 
 
-def write_tiny(path, dtype="F32", tied=False, vocab_metadata=True, rng_seed=0, block_count=1):
+def write_tiny(path, dtype="F32", tied=False, vocab_metadata=True, rng_seed=0, block_count=1, eos_text="</s>"):
     """A LLaMA of dim 8 (2 heads, 1 key/value head, FFN 8, 1 block) and 8 tokens, for the fuzzer's seeds;
     `block_count` is what the metadata claims."""
     import gguf
     rng = np.random.default_rng(rng_seed)
-    tokens = ["<unk>", "<s>", "</s>", "\u2581", "a", "\u2581a", "<0x41>", "<|user|>"]
+    tokens = ["<unk>", "<s>", eos_text, "\u2581", "a", "\u2581a", "<0x41>", "<|user|>"]
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_block_count(block_count)
     writer.add_context_length(16)
@@ -213,6 +213,8 @@ def write_seeds():
     write_tiny(SEEDS / "tiny-tied-f16.gguf", dtype="F16", tied=True, vocab_metadata=False, rng_seed=1)
     # FuzzGGUF once timed out on a file claiming 10^9 blocks (names were built for all before any was read)
     write_tiny(SEEDS / "huge-block-count.gguf", block_count=10 ** 9)
+    # and made `encode` trap on a one-character control piece that the text holds
+    write_tiny(SEEDS / "control-emoji.gguf", eos_text="\U0001F642")
     data = (SEEDS / "tiny-f32.gguf").read_bytes()
     (SEEDS / "truncated.gguf").write_bytes(data[: len(data) * 2 // 3])
     rng = np.random.default_rng(5)

@@ -99,18 +99,22 @@ public final class SentencePieceTokenizer: @unchecked Sendable {
 
     /// The piece ids of `text`, without BOS or EOS.
     ///
-    /// Never fails on a loaded model: a Swift `String` is valid UTF-8, and with byte fallback every
-    /// character has a spelling (without it, unknown characters become `unkId`).
-    public func encode(_ text: String) -> [Int32] {
+    /// A model trained by SentencePiece encodes any text (a Swift `String` is valid UTF-8, and with byte fallback
+    /// every character has a spelling; without it, unknown characters become `unkId`). A model written from
+    /// another tool's vocabulary (a GGUF file's) can hold pieces libsentencepiece cannot segment around — a
+    /// control piece of one character that the text contains — and then this throws, naming the model and the text.
+    public func encode(_ text: String) throws -> [Int32] {
         var text = text
-        return text.withUTF8 { bytes -> [Int32] in
+        return try text.withUTF8 { bytes -> [Int32] in
             var ids: UnsafeMutablePointer<Int32>?
             var count = 0
             var error: UnsafeMutablePointer<CChar>?
             let start = bytes.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }
-            let status = csp_encode(processor, start, bytes.count, &ids, &count, &error)
-            // Encode fails only when the processor is not loaded, which init rules out.
-            precondition(status == 0, "SentencePiece encode failed: \(Self.takeMessage(error))")
+            guard csp_encode(processor, start, bytes.count, &ids, &count, &error) == 0 else {
+                let shown = String(decoding: bytes.prefix(40), as: UTF8.self)
+                throw TokenizerError.file(modelPath, "cannot encode the text \"\(shown)\(bytes.count > 40 ? "…" : "")\" "
+                    + "(libsentencepiece: \(Self.takeMessage(error)))")
+            }
             defer { csp_free_ids(ids) }
             guard let ids else { return [] }
             return Array(UnsafeBufferPointer(start: ids, count: count))

@@ -53,7 +53,7 @@ struct Chat: ParsableCommand {
                 continue
             }
             conversation.append(ChatMessage(role: .user, content: text))
-            let promptIDs = chat.promptIDs(conversation, tokenizer: tokenizer, bosId: bos, eosId: eos)
+            let promptIDs = try chat.promptIDs(conversation, tokenizer: tokenizer, bosId: bos, eosId: eos)
             if generator.capacity < promptIDs.count + sampling.maxNewTokens {
                 generator = Generator(model: loaded, capacity: promptIDs.count + sampling.maxNewTokens)
             }

@@ -36,7 +36,7 @@ struct Forward: ParsableCommand {
             tokens = try parseIDs(ids, option: "--ids")
         } else {
             let tokenizer = try BaseModel.tokenizer(model.base)
-            tokens = [Int32(weights.config.bosTokenId)] + tokenizer.encode(text ?? "")
+            tokens = [Int32(weights.config.bosTokenId)] + (try tokenizer.encode(text ?? ""))
         }
         let logits = try loaded.logits(TokenBatch(sequences: [tokens]))
         let shaped = Tensor(borrowing: logits.data, shape: [tokens.count, weights.dims.vocab], owner: logits)

@@ -74,11 +74,11 @@ struct Generate: ParsableCommand {
             let conversation = (system.map { [ChatMessage(role: .system, content: $0)] } ?? [])
                 + [ChatMessage(role: .user, content: instruction ?? "")]
             if let problem = chat.problem(with: conversation) { throw LoRAKitError(problem) }
-            promptIDs = chat.promptIDs(conversation, tokenizer: tokenizer, bosId: Int32(weights.config.bosTokenId),
+            promptIDs = try chat.promptIDs(conversation, tokenizer: tokenizer, bosId: Int32(weights.config.bosTokenId),
                                        eosId: Int32(weights.config.eosTokenId))
         } else {
             let text = prompt ?? promptTemplate.prompt(instruction: instruction ?? "", input: input ?? "")
-            promptIDs = [Int32(weights.config.bosTokenId)] + tokenizer.encode(text)
+            promptIDs = [Int32(weights.config.bosTokenId)] + (try tokenizer.encode(text))
         }
         let generator = Generator(model: loaded, capacity: promptIDs.count + sampling.maxNewTokens)
         var sampler = sampling.sampler()
@@ -107,13 +107,15 @@ struct Generate: ParsableCommand {
         let chat = chatTemplate != nil || requests.contains(where: { $0.messages != nil })
             ? try ChatTemplate.resolve(chatTemplate ?? "auto", base: model.base) : ChatTemplate.llama2
         let encoded = try requests.map { request in
-            if let messages = request.messages {
-                if let problem = chat.problem(with: messages) {
-                    throw LoRAKitError.file(listPath, "line \(request.line): \(problem)")
-                }
-                return chat.promptIDs(messages, tokenizer: tokenizer, bosId: bos, eosId: eos)
+            if let messages = request.messages, let problem = chat.problem(with: messages) {
+                throw LoRAKitError.file(listPath, "line \(request.line): \(problem)")
             }
-            return [bos] + tokenizer.encode(request.prompt ?? promptTemplate.prompt(instruction: request.instruction ?? "", input: request.input))
+            do {
+                if let messages = request.messages { return try chat.promptIDs(messages, tokenizer: tokenizer, bosId: bos, eosId: eos) }
+                return [bos] + (try tokenizer.encode(request.prompt ?? promptTemplate.prompt(instruction: request.instruction ?? "", input: request.input)))
+            } catch {
+                throw LoRAKitError.file(listPath, "line \(request.line): \(error)")
+            }
         }
         let generator = Generator(model: library.model, capacity: (encoded.map(\.count).max() ?? 0) + sampling.maxNewTokens)
         let encoder = JSONEncoder()

@@ -109,7 +109,7 @@ extension TokenizerCommand {
             } else {
                 input = text ?? ""
             }
-            print(tokenizer.encode(input).map(String.init).joined(separator: ","))
+            print(try tokenizer.encode(input).map(String.init).joined(separator: ","))
         }
     }
 

@@ -412,6 +412,11 @@ final class HostileInputTests: XCTestCase {
         let name = Data("blk.0.attn_q.weight".utf8)
         let nameEnd = try XCTUnwrap(iq2.range(of: name)).upperBound
         iq2.replaceSubrange(nameEnd + 20..<nameEnd + 24, with: [16, 0, 0, 0])
+        // a control token of one character (here "🙂" for </s>): libsentencepiece cannot encode a text holding it
+        var tokens = source.metadata["tokenizer.ggml.tokens"]?.elements?.compactMap(\.text) ?? []
+        tokens[2] = "🙂"
+        let emoji = try edited("control-emoji.gguf", metadata: replacing("tokenizer.ggml.tokens", with: .strings(tokens)))
+        let smiles = try write("smiles.json", #"[{"instruction": "Smile", "output": "ok"}, {"instruction": "Smile", "output": "a 🙂"}]"#)
         return [
             HostileCase(id: "G01", arguments: forward(base: try write("notes.gguf", "not a model")),
                         needle: "notes.gguf: is neither a model directory nor a GGUF file"),
@@ -430,6 +435,10 @@ final class HostileInputTests: XCTestCase {
             HostileCase(id: "G08", arguments: forward(base: try write("iq2.gguf", iq2)), needle: "IQ2_XXS"),
             HostileCase(id: "G10", arguments: forward(base: try edited("billion-blocks.gguf", metadata: replacing("llama.block_count", with: .uint32(1_000_000_000)))),
                         needle: "llama.block_count is 1000000000, but the file holds 21 tensors (9 per block)"),
+            HostileCase(id: "G11", arguments: ["tokenizer", "encode", "--model", emoji, "--text", "a 🙂"],
+                        needle: "cannot encode the text \"a 🙂\""),
+            HostileCase(id: "G12", arguments: ["finetune", "--base", emoji, "--data", smiles, "--out", Self.out, "--steps", "1"],
+                        needle: "smiles.json: a record cannot be tokenized: "),
             HostileCase(id: "G09", arguments: ["tokenizer", "encode", "--model", try write("notes2.gguf", "GGUF but no more"), "--text", "a"],
                         needle: "notes2.gguf"),
         ]

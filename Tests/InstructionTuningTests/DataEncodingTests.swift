@@ -25,8 +25,8 @@ final class DataEncodingTests: DataTestCase {
         XCTAssertEqual(result.skipped, 0)
         XCTAssertEqual(result.examples.count, 2)
         for (record, example) in zip(records, result.examples) {
-            let prompt = tokenizer.encode(PromptTemplate.alpaca.prompt(instruction: record.instruction, input: record.input))
-            let output = tokenizer.encode(record.output)
+            let prompt = try tokenizer.encode(PromptTemplate.alpaca.prompt(instruction: record.instruction, input: record.input))
+            let output = try tokenizer.encode(record.output)
             XCTAssertFalse(prompt.isEmpty)
             XCTAssertFalse(output.isEmpty)
             XCTAssertEqual(example.ids, [1] + prompt + output + [2])
@@ -49,10 +49,10 @@ final class DataEncodingTests: DataTestCase {
         let encoder = ExampleEncoder(tokenizer: tokenizer, maxSeqLen: 4096)
         let examples = try encoder.encode([InstructionRecord(prompt: "Q: say hello", completion: " Hello there!"),
                                            InstructionRecord(prompt: "", completion: "Hello there!")]).examples
-        let prompt = tokenizer.encode("Q: say hello"), completion = tokenizer.encode(" Hello there!")
+        let prompt = try tokenizer.encode("Q: say hello"), completion = try tokenizer.encode(" Hello there!")
         XCTAssertEqual(examples[0].ids, [1] + prompt + completion + [2])
         XCTAssertEqual(examples[0].promptLength, 1 + prompt.count)
-        XCTAssertEqual(examples[1].ids, [1] + tokenizer.encode("Hello there!") + [2])
+        XCTAssertEqual(examples[1].ids, try [1] + tokenizer.encode("Hello there!") + [2])
         XCTAssertEqual(examples[1].promptLength, 1)
         XCTAssertEqual(examples[1].targetCount(maskPrompt: true), examples[1].ids.count - 1)
     }
@@ -70,15 +70,15 @@ final class DataEncodingTests: DataTestCase {
             ChatMessage(role: .assistant, content: "The sum is 5."),
         ])
         let e = tokenizer.encode
-        let turn1 = e("[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nSay hello. [/INST]"), answer1 = e("Hello there!")
-        let turn2 = e("[INST] Add 2 and 3. [/INST]"), answer2 = e("The sum is 5.")
+        let turn1 = try e("[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nSay hello. [/INST]"), answer1 = try e("Hello there!")
+        let turn2 = try e("[INST] Add 2 and 3. [/INST]"), answer2 = try e("The sum is 5.")
         let llama = try encoder.encode([conversation]).examples[0]
         XCTAssertEqual(llama.ids, [1] + turn1 + answer1 + [2] + [1] + turn2 + answer2 + [2])
         let first = 1 + turn1.count, second = first + answer1.count + 2 + turn2.count
         XCTAssertEqual(llama.learnedRanges, [first..<(first + answer1.count + 1), second..<(second + answer2.count + 1)])
         XCTAssertEqual(llama.promptLength, first)
         XCTAssertEqual(llama.targetCount(maskPrompt: true), answer1.count + answer2.count + 2)
-        XCTAssertEqual(encoder.promptIDs(for: conversation), [1] + turn1 + answer1 + [2] + [1] + turn2)
+        XCTAssertEqual(try encoder.promptIDs(for: conversation), [1] + turn1 + answer1 + [2] + [1] + turn2)
 
         let batch = Batcher.makeTokenBatch([llama], maskPrompt: true)
         let learned = batch.targets.enumerated().filter { $0.element >= 0 }.map { $0.offset + 1 }
@@ -87,19 +87,19 @@ final class DataEncodingTests: DataTestCase {
 
         encoder.chatTemplate = .zephyr
         let zephyr = try encoder.encode([conversation]).examples[0]
-        let header = { (role: String, newline: Bool) in e((newline ? "\n" : "") ) + e("<|\(role)|>\n") }
-        XCTAssertEqual(zephyr.ids, [1] + e("<|system|>\n") + e("Be brief.") + [2] + header("user", true) + e("Say hello.") + [2]
+        let header = { (role: String, newline: Bool) in try e((newline ? "\n" : "") ) + e("<|\(role)|>\n") }
+        XCTAssertEqual(zephyr.ids, try [1] + e("<|system|>\n") + e("Be brief.") + [2] + header("user", true) + e("Say hello.") + [2]
                        + header("assistant", true) + answer1 + [2] + header("user", true) + e("Add 2 and 3.") + [2]
                        + header("assistant", true) + answer2 + [2])
         XCTAssertEqual(zephyr.learnedRanges?.count, 2)
         XCTAssertEqual(zephyr.targetCount(maskPrompt: true), answer1.count + answer2.count + 2)
-        XCTAssertEqual(Array(encoder.promptIDs(for: conversation).suffix(header("assistant", true).count)), header("assistant", true))
+        XCTAssertEqual(Array(try encoder.promptIDs(for: conversation).suffix(header("assistant", true).count)), try header("assistant", true))
 
         // mistral: one BOS, [INST] turns, no system message.
         encoder.chatTemplate = .mistral
         let noSystem = InstructionRecord(messages: Array(conversation.messages!.dropFirst()))
         XCTAssertEqual(try encoder.encode([noSystem]).examples[0].ids,
-                       [1] + e("[INST] ") + e("Say hello. [/INST]") + answer1 + [2] + e("[INST] ") + e("Add 2 and 3. [/INST]") + answer2 + [2])
+                       try [1] + e("[INST] ") + e("Say hello. [/INST]") + answer1 + [2] + e("[INST] ") + e("Add 2 and 3. [/INST]") + answer2 + [2])
         assertError(try encoder.encode([conversation]), contains: ["record 1: the chat template mistral has no \"system\" text"])
 
         // A template file; truncation inside the second answer keeps what fits of it.

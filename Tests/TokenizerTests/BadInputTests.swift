@@ -103,7 +103,7 @@ final class BadInputTests: XCTestCase {
             try Data(bytes).write(to: url)
             do {
                 let tokenizer = try SentencePieceTokenizer(modelPath: url.path)
-                let ids = tokenizer.encode("Ｈｅｌｌｏ ﬁne ① Å café 日本語 🦙 \t\n ¡¿ÄÖÜ")
+                let ids = try tokenizer.encode("Ｈｅｌｌｏ ﬁne ① Å café 日本語 🦙 \t\n ¡¿ÄÖÜ")
                 _ = try tokenizer.decode(ids.filter { $0 >= 0 && Int($0) < tokenizer.vocabSize })
             } catch is TokenizerError {
                 refused += 1

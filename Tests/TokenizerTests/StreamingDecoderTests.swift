@@ -15,7 +15,7 @@ final class StreamingDecoderTests: XCTestCase {
                 state = state &* 6364136223846793005 &+ 1442695040888963407
                 return Int32((state >> 33) % UInt64(tokenizer.vocabSize))
             }
-            for ids in [tokenizer.encode(text), random, [tokenizer.bosId] + tokenizer.encode(text) + random] {
+            for ids in [try tokenizer.encode(text), random, [tokenizer.bosId] + (try tokenizer.encode(text)) + random] {
                 var decoder = StreamingDecoder(tokenizer: tokenizer)
                 var streamed = "", returned = 0, widestWindow = 0
                 for id in ids {

@@ -193,11 +193,11 @@ public struct ChatTemplate: Equatable, Sendable {
     /// The ids of `messages` (BOS and EOS as ids, each text encoded on its own) and where the learned ids lie: each
     /// assistant message with its EOS, one range each.
     public func encode(_ messages: [ChatMessage], tokenizer: SentencePieceTokenizer, bosId: Int32, eosId: Int32)
-        -> (ids: [Int32], learned: [Range<Int>]) {
+        throws -> (ids: [Int32], learned: [Range<Int>]) {
         var ids: [Int32] = [], learned: [Range<Int>] = []
         for (segment, isLearned) in render(messages) {
             let start = ids.count
-            ids += Self.ids(of: segment, tokenizer: tokenizer, bosId: bosId, eosId: eosId)
+            ids += try Self.ids(of: segment, tokenizer: tokenizer, bosId: bosId, eosId: eosId)
             guard isLearned, ids.count > start else { continue }
             // a learned segment right after another extends its range (an answer and its EOS)
             if let last = learned.last, last.upperBound == start { learned[learned.count - 1] = last.lowerBound..<ids.count }
@@ -208,17 +208,17 @@ public struct ChatTemplate: Equatable, Sendable {
 
     /// The ids an assistant's answer to `conversation` follows.
     public func promptIDs(_ conversation: [ChatMessage], tokenizer: SentencePieceTokenizer, bosId: Int32,
-                          eosId: Int32) -> [Int32] {
-        render(conversation, generationPrompt: true).flatMap {
-            Self.ids(of: $0.segment, tokenizer: tokenizer, bosId: bosId, eosId: eosId)
+                          eosId: Int32) throws -> [Int32] {
+        try render(conversation, generationPrompt: true).flatMap {
+            try Self.ids(of: $0.segment, tokenizer: tokenizer, bosId: bosId, eosId: eosId)
         }
     }
 
-    private static func ids(of segment: Segment, tokenizer: SentencePieceTokenizer, bosId: Int32, eosId: Int32) -> [Int32] {
+    private static func ids(of segment: Segment, tokenizer: SentencePieceTokenizer, bosId: Int32, eosId: Int32) throws -> [Int32] {
         switch segment {
         case .bos: return [bosId]
         case .eos: return [eosId]
-        case .text(let text): return tokenizer.encode(text)
+        case .text(let text): return try tokenizer.encode(text)
         }
     }
 

@@ -74,13 +74,13 @@ public struct ExampleEncoder {
     }
 
     /// The full example of `record`, not truncated.
-    public func encode(_ record: InstructionRecord) -> EncodedExample {
+    public func encode(_ record: InstructionRecord) throws -> EncodedExample {
         if let messages = record.messages {
-            let (ids, learned) = chatTemplate.encode(messages, tokenizer: tokenizer, bosId: bosId, eosId: eosId)
+            let (ids, learned) = try chatTemplate.encode(messages, tokenizer: tokenizer, bosId: bosId, eosId: eosId)
             return EncodedExample(ids: ids, promptLength: learned.first?.lowerBound ?? ids.count, learnedRanges: learned)
         }
-        let prompt = tokenizer.encode(template.prompt(for: record))
-        let output = tokenizer.encode(record.output)
+        let prompt = try tokenizer.encode(template.prompt(for: record))
+        let output = try tokenizer.encode(record.output)
         var ids: [Int32] = []
         ids.reserveCapacity(prompt.count + output.count + 2)
         ids.append(bosId)
@@ -92,11 +92,11 @@ public struct ExampleEncoder {
 
     /// The ids a generated answer to `record` follows: BOS and the prompt (a conversation: every message before the
     /// last, then what precedes an assistant message).
-    public func promptIDs(for record: InstructionRecord) -> [Int32] {
+    public func promptIDs(for record: InstructionRecord) throws -> [Int32] {
         if let messages = record.messages {
-            return chatTemplate.promptIDs(Array(messages.dropLast()), tokenizer: tokenizer, bosId: bosId, eosId: eosId)
+            return try chatTemplate.promptIDs(Array(messages.dropLast()), tokenizer: tokenizer, bosId: bosId, eosId: eosId)
         }
-        return [bosId] + tokenizer.encode(template.prompt(for: record))
+        return [bosId] + (try tokenizer.encode(template.prompt(for: record)))
     }
 
     /// The examples of `records`, each at most `maxSeqLen` tokens, with the counts of truncated and skipped ones.
@@ -112,7 +112,7 @@ public struct ExampleEncoder {
         var result: (examples: [EncodedExample], truncated: Int, skipped: Int) = ([], 0, 0)
         result.examples.reserveCapacity(records.count)
         for record in records {
-            var example = encode(record)
+            var example = try encode(record)
             if example.ids.count > maxSeqLen {
                 guard overflow == .truncate, example.promptLength < maxSeqLen else {
                     result.skipped += 1

@@ -113,8 +113,8 @@ public struct Evaluator {
             var generator = Generator(model: model, capacity: maxSeqLen + extraTokens)
             let eos = Int32(config.eosTokenId)
             for (i, record) in records.enumerated() {
-                let prompt = encoder.promptIDs(for: record)
-                let budget = tokenizer.encode(record.output).count + extraTokens
+                let prompt = try encoder.promptIDs(for: record)
+                let budget = try tokenizer.encode(record.output).count + extraTokens
                 if prompt.count + budget > generator.capacity {
                     generator = Generator(model: model, capacity: prompt.count + budget)
                 }

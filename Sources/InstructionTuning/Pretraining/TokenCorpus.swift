@@ -27,7 +27,7 @@ public struct TokenCorpus {
             let trimmed = paragraph.trimmingCharacters(in: .whitespacesAndNewlines)
             if trimmed.isEmpty { continue }
             stream.append(bos)
-            stream += tokenizer.encode(trimmed)
+            stream += try tokenizer.encode(trimmed)
             stream.append(eos)
             count += 1
         }

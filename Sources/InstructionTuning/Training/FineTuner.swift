@@ -62,8 +62,14 @@ public final class FineTuner {
         } else if options.valFraction > 0 {
             (trainRecords, valRecords) = try Batcher.split(records, valFraction: options.valFraction, seed: options.seed)
         }
-        let train = try encoder.encode(trainRecords)
-        validation = valRecords.isEmpty ? [] : try encoder.encode(valRecords).examples
+        // a tokenizer written from a GGUF vocabulary may refuse a text (TokenizerError): named with its file
+        func encode(_ records: [InstructionRecord], from path: String) throws -> (examples: [EncodedExample], truncated: Int, skipped: Int) {
+            do { return try encoder.encode(records) } catch let error as TokenizerError {
+                throw LoRAKitError.file(path, "a record cannot be tokenized: \(error)")
+            }
+        }
+        let train = try encode(trainRecords, from: options.data)
+        validation = valRecords.isEmpty ? [] : try encode(valRecords, from: options.valData ?? options.data).examples
         // A batch larger than the data is the whole data (capped so that no index arithmetic can overflow).
         batcher = try Batcher(examples: train.examples, batchSize: min(options.batchSize, max(1, train.examples.count)),
                               seed: options.seed, maskPrompt: options.maskPrompt)

@@ -49,7 +49,7 @@ extension GGUFVocabulary {
     /// vocabulary without "▁" (spelled <0xE2><0x96><0x81>) is read right too.
     public static func addsDummyPrefix(_ tokenizer: SentencePieceTokenizer) -> Bool {
         var bytes: [UInt8] = []
-        for id in tokenizer.encode("a") {
+        for id in (try? tokenizer.encode("a")) ?? [] {
             guard let piece = try? tokenizer.piece(id) else { return true }
             if (try? tokenizer.pieceType(id)) == .byte, piece.count == 6, let byte = UInt8(piece.dropFirst(3).prefix(2), radix: 16) {
                 bytes.append(byte)
