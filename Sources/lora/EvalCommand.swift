@@ -3,6 +3,7 @@ import Foundation
 import InstructionTuning
 import MiniGPT
 import Tensors
+import Tokenizer
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -51,8 +52,13 @@ struct Eval: ParsableCommand {
         let onProgress: (Int, Int) -> Void = { done, total in
             if !noGenerate { progress.update("generating \(done)/\(total)", final: done == total) }
         }
-        var report = try groupBy.map { try evaluator.evaluate(records, groupBy: $0, generate: !noGenerate, progress: onProgress) }
-            ?? evaluator.evaluate(records, generate: !noGenerate, progress: onProgress)
+        var report: EvaluationReport
+        do {
+            report = try groupBy.map { try evaluator.evaluate(records, groupBy: $0, generate: !noGenerate, progress: onProgress) }
+                ?? evaluator.evaluate(records, generate: !noGenerate, progress: onProgress)
+        } catch let error as TokenizerError {
+            throw LoRAKitError.file(dataFile, "a record cannot be tokenized: \(error)")   // a GGUF vocabulary's refusal
+        }
         if let baselineReport {
             printError(try EvaluationComparison.table(baseline: baselineReport, current: report).joined(separator: "\n"))
         } else if let groups = report.groups {

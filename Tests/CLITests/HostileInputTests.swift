@@ -439,6 +439,8 @@ final class HostileInputTests: XCTestCase {
                         needle: "cannot encode the text \"a 🙂\""),
             HostileCase(id: "G12", arguments: ["finetune", "--base", emoji, "--data", smiles, "--out", Self.out, "--steps", "1"],
                         needle: "smiles.json: a record cannot be tokenized: "),
+            HostileCase(id: "G13", arguments: ["eval", "--base", emoji, "--data", smiles],
+                        needle: "smiles.json: a record cannot be tokenized: "),
             HostileCase(id: "G09", arguments: ["tokenizer", "encode", "--model", try write("notes2.gguf", "GGUF but no more"), "--text", "a"],
                         needle: "notes2.gguf"),
         ]
