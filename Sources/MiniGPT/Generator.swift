@@ -11,6 +11,10 @@ public final class Generator {
     private let keys: [Tensor]      // per block (capacity, KVH·hd), after RoPE
     private let values: [Tensor]    // per block (capacity, KVH·hd)
     public private(set) var length = 0
+    /// The ids whose keys and values the cache holds, in order (`length` of them).
+    public private(set) var cachedTokens: [Int32] = []
+    /// How many tokens of the last `generate(reusingCache: true)`'s prompt came from the cache.
+    public private(set) var reusedTokens = 0
 
     // Scratch for a chunk of up to `chunk` rows, grown when a longer chunk comes.
     private var chunk = 0
@@ -33,7 +37,13 @@ public final class Generator {
     }
 
     /// Forgets the cached prefix (the adapters stay as they are).
-    public func reset() { length = 0 }
+    public func reset() { truncate(to: 0) }
+
+    /// Keeps the first `count` cached tokens and forgets the rest.
+    public func truncate(to count: Int) {
+        length = min(length, max(0, count))
+        cachedTokens.removeLast(cachedTokens.count - length)
+    }
 
     private func reserve(rows: Int) {
         if rows <= chunk { return }
@@ -72,6 +82,7 @@ public final class Generator {
         GEMM.linear(out: logits.data, input: normed.data, weight: w.lmHead.data, rows: 1, inFeatures: d.dim,
                     outFeatures: d.vocab)
         length += n
+        cachedTokens += tokens
         return logits
     }
 
@@ -200,16 +211,27 @@ public struct Sampler {
 
 extension Generator {
     /// Generates up to `maxNewTokens` after `prompt`, stopping at `stop` (EOS); `onToken` sees each new token.
+    ///
+    /// With `reusingCache` the keys and values already cached for the longest common prefix of the cache and
+    /// `prompt` are kept and only the rest of the prompt is run: a conversation's next turn costs its new tokens,
+    /// not the whole conversation again (llama.cpp's and mlx-lm's prompt cache). The kept rows were computed in
+    /// other chunks than a fresh run would use, so logits can differ from it in their last bits.
     public func generate(prompt: [Int32], maxNewTokens: Int, sampler: inout Sampler, stop: Int32?,
-                         onToken: (Int32) -> Void = { _ in }) throws -> [Int32] {
-        reset()
+                         reusingCache: Bool = false, onToken: (Int32) -> Void = { _ in }) throws -> [Int32] {
+        var kept = 0
+        if reusingCache {
+            while kept < min(cachedTokens.count, prompt.count - 1) && cachedTokens[kept] == prompt[kept] { kept += 1 }
+        }
+        truncate(to: kept)   // at least the prompt's last token runs again: its logits start the answer
+        reusedTokens = kept
         var out: [Int32] = []
-        var logits = try append(prompt)
-        for _ in 0..<maxNewTokens {
+        var logits = try append(Array(prompt[kept...]))
+        for i in 0..<maxNewTokens {
             let next = sampler.next(logits)
             out.append(next)
             onToken(next)
-            if next == stop || length >= capacity { break }
+            // the last token is not run: nothing would read its logits
+            if next == stop || i == maxNewTokens - 1 || length >= capacity { break }
             logits = try append([next])
         }
         return out

@@ -11,8 +11,9 @@ struct Chat: ParsableCommand {
         abstract: "Talk with a model: each line read is a user message, answered in the chat template.",
         discussion: """
             The conversation so far (after --system, if given) is written in --chat-template, as conversation \
-            records are trained, and the answer is generated after it; answers join the conversation. On a \
-            terminal answers appear as they are generated. A line ending in a backslash goes on on the next \
+            records are trained, and the answer is generated after it; answers join the conversation, whose keys \
+            and values stay cached, so a turn costs its new tokens. On a terminal answers appear as they are \
+            generated. A line ending in a backslash goes on on the next \
             line (a message of several lines, as in llama.cpp). An empty line is skipped, /reset starts a new \
             conversation, end of input (Ctrl-D) ends the chat.
             """)
@@ -54,12 +55,14 @@ struct Chat: ParsableCommand {
             }
             conversation.append(ChatMessage(role: .user, content: text))
             let promptIDs = try chat.promptIDs(conversation, tokenizer: tokenizer, bosId: bos, eosId: eos)
-            if generator.capacity < promptIDs.count + sampling.maxNewTokens {
-                generator = Generator(model: loaded, capacity: promptIDs.count + sampling.maxNewTokens)
+            let needed = promptIDs.count + sampling.maxNewTokens
+            if generator.capacity < needed {   // a larger cache starts empty: grow it by doubling, not per turn
+                generator = Generator(model: loaded, capacity: max(needed, 2 * generator.capacity))
             }
             var stream = terminal ? TextStream(tokenizer: tokenizer, stop: eos) : nil
+            // the conversation so far is in the cache: only the new turn runs
             let ids = try generator.generate(prompt: promptIDs, maxNewTokens: sampling.maxNewTokens, sampler: &sampler,
-                                             stop: eos, onToken: { stream?.append($0) })
+                                             stop: eos, reusingCache: true, onToken: { stream?.append($0) })
             let answer = try tokenizer.decode(ids.last == eos ? Array(ids.dropLast()) : ids)
             if stream != nil { stream?.finish(answer) } else { print(answer) }
             conversation.append(ChatMessage(role: .assistant, content: answer))

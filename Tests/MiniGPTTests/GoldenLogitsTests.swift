@@ -107,6 +107,37 @@ final class GoldenLogitsTests: XCTestCase {
         }
     }
 
+    /// `generate(reusingCache: true)` keeps the cached keys and values of the longest common prefix and runs only
+    /// the rest: a conversation's next turn gives the answer a fresh run gives, and a prompt that departs early
+    /// keeps only what it shares.
+    func testCacheReuseRunsOnlyTheNewTokens() throws {
+        let model = LlamaModel(weights: try LlamaWeights.load(directory: Fixtures.model("gqa")))
+        let v = model.dims.vocab
+        var sampler = Sampler(temperature: 0)
+        let generator = Generator(model: model, capacity: 64)
+        let first: [Int32] = [1, 17, 42, 99, 5]
+        let answer = try generator.generate(prompt: first, maxNewTokens: 4, sampler: &sampler, stop: nil, reusingCache: true)
+        XCTAssertEqual(generator.reusedTokens, 0)
+        XCTAssertEqual(generator.cachedTokens, first + answer.dropLast(), "the last token is sampled, not run")
+        let second = first + answer + [63, 7, 200]
+        let reused = try generator.generate(prompt: second, maxNewTokens: 6, sampler: &sampler, stop: nil, reusingCache: true)
+        XCTAssertEqual(generator.reusedTokens, first.count + answer.count - 1)
+        let reusedLogits = generator.logits.array
+        let fresh = Generator(model: model, capacity: 64)
+        XCTAssertEqual(reused, try fresh.generate(prompt: second, maxNewTokens: 6, sampler: &sampler, stop: nil))
+        XCTAssertLessThan(maxAbsDifference(reusedLogits, fresh.logits.data, count: v), 1e-4)
+
+        let third: [Int32] = [1, 17, 300, 4]
+        let departed = try generator.generate(prompt: third, maxNewTokens: 3, sampler: &sampler, stop: nil, reusingCache: true)
+        XCTAssertEqual(generator.reusedTokens, 2)
+        XCTAssertEqual(departed, try fresh.generate(prompt: third, maxNewTokens: 3, sampler: &sampler, stop: nil))
+        // the same prompt again: all but its last token come from the cache
+        _ = try generator.generate(prompt: third, maxNewTokens: 1, sampler: &sampler, stop: nil, reusingCache: true)
+        XCTAssertEqual(generator.reusedTokens, third.count - 1)
+        let full = try model.logits(TokenBatch(sequences: [third]))
+        XCTAssertLessThan(maxAbsDifference(generator.logits.data, full.data + (third.count - 1) * v, count: v), 1e-4)
+    }
+
     func testRopeBaseSpellingsBothRead() throws {
         // The fixtures cover `rope_theta` at the top level and under `rope_parameters`.
         var spellings = Set<String>()
