@@ -164,7 +164,7 @@ public final class LlamaWeights {
             throw LoRAKitError.file(directory, "no such model directory (expected config.json, model.safetensors, tokenizer.model)")
         }
         guard FileManager.default.fileExists(atPath: directory + "/config.json") else {
-            throw LoRAKitError.file(directory, "no config.json: not a Hugging Face model directory")
+            throw LoRAKitError.file(directory, "no config.json: not a Hugging Face model directory" + ggufHint(directory))
         }
         let config = try LlamaConfig.load(from: directory + "/config.json")
         let store = try WeightStore(directory: directory)
@@ -186,6 +186,14 @@ public final class LlamaWeights {
             previous = projections.contains(name) ? name : nil
             return previous == nil ? try fetch(name, shape) : try store.tensor(name, shape: shape)
         }
+    }
+
+    /// For a directory without config.json that holds llama.cpp files: which to give as `--base` instead.
+    static func ggufHint(_ directory: String) -> String {
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .filter { $0.lowercased().hasSuffix(".gguf") }.sorted()
+        guard let first = files.first else { return "" }
+        return " (it holds \(files.count == 1 ? first : "\(files.count) GGUF files, \(first) …"): give a GGUF file itself as --base)"
     }
 
     /// A model of zeros in one contiguous buffer (for gradients and optimizer moments, or to be initialised).

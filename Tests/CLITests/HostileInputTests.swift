@@ -435,6 +435,8 @@ final class HostileInputTests: XCTestCase {
             HostileCase(id: "G08", arguments: forward(base: try write("iq2.gguf", iq2)), needle: "IQ2_XXS"),
             HostileCase(id: "G10", arguments: forward(base: try edited("billion-blocks.gguf", metadata: replacing("llama.block_count", with: .uint32(1_000_000_000)))),
                         needle: "llama.block_count is 1000000000, but the file holds 21 tensors (9 per block)"),
+            HostileCase(id: "G14", arguments: forward(base: try copy(Lora.fixture("gguf-base"), as: "gguf-folder")),
+                        needle: "gguf-folder: no config.json: not a Hugging Face model directory (it holds model-q4_k_m.gguf: give a GGUF file itself as --base)"),
             HostileCase(id: "G11", arguments: ["tokenizer", "encode", "--model", emoji, "--text", "a 🙂"],
                         needle: "cannot encode the text \"a 🙂\""),
             HostileCase(id: "G12", arguments: ["finetune", "--base", emoji, "--data", smiles, "--out", Self.out, "--steps", "1"],

@@ -75,7 +75,7 @@ public enum BaseModel {
             throw LoRAKitError.file(path, "no such model directory (expected config.json, model.safetensors, tokenizer.model)")
         }
         guard FileManager.default.fileExists(atPath: path + "/config.json") else {
-            throw LoRAKitError.file(path, "no config.json: not a Hugging Face model directory")
+            throw LoRAKitError.file(path, "no config.json: not a Hugging Face model directory" + LlamaWeights.ggufHint(path))
         }
     }
 }
