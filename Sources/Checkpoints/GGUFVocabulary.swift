@@ -22,6 +22,9 @@ public struct GGUFVocabulary: Equatable, Sendable {
     public var addBos: Bool
     /// SentencePiece's `add_dummy_prefix`: a "▁" is put before the text.
     public var addSpacePrefix: Bool
+    /// The model's Jinja chat template (`tokenizer.chat_template`, from `tokenizer_config.json` in a Hugging Face
+    /// directory), written when present so that llama.cpp's chat modes find it.
+    public var chatTemplate: String?
 
     public init(tokens: [String], scores: [Float], types: [TokenType], bosId: Int, eosId: Int, unknownId: Int?,
                 paddingId: Int?, addBos: Bool = true, addSpacePrefix: Bool = true) {
@@ -54,6 +57,7 @@ public struct GGUFVocabulary: Equatable, Sendable {
             ("tokenizer.ggml.add_eos_token", .bool(false)),
             ("tokenizer.ggml.add_space_prefix", .bool(addSpacePrefix)),
         ]
+        if let chatTemplate { out.append(("tokenizer.chat_template", .string(chatTemplate))) }
         return out
     }
 }
@@ -115,5 +119,6 @@ extension GGUFVocabulary {
                   paddingId: try id("tokenizer.ggml.padding_token_id"),
                   addBos: try flag("tokenizer.ggml.add_bos_token", default: true),
                   addSpacePrefix: try flag("tokenizer.ggml.add_space_prefix", default: true))
+        chatTemplate = file.metadata["tokenizer.chat_template"]?.text
     }
 }

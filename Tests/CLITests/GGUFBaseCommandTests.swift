@@ -53,6 +53,10 @@ final class GGUFBaseCommandTests: XCTestCase {
         XCTAssertEqual(try GGUFFile(path: dir + "/adapter.gguf").metadata["general.type"], .string("adapter"))
         _ = try succeed(["merge", "--base", q4km, "--adapter", run, "--format", "gguf", "--dtype", "q8_0",
                          "--out", dir + "/merged.gguf"])
+        let template = try GGUFFile(path: q4km).metadata["tokenizer.chat_template"]
+        XCTAssertNotNil(template)
+        XCTAssertEqual(try GGUFFile(path: dir + "/merged.gguf").metadata["tokenizer.chat_template"], template,
+                       "the merged file keeps the base file's chat template")
 
         _ = try succeed(["merge", "--base", q4km, "--format", "hf", "--out", dir + "/hf"])
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/hf/tokenizer.model"))

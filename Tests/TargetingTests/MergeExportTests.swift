@@ -212,6 +212,30 @@ final class MergeExportTests: XCTestCase {
         XCTAssertEqual(read[3 * 96 + 2], -15, "−14.5 rounds away from zero")
     }
 
+    /// A GGUF export carries the base's chat template (`tokenizer_config.json`'s `chat_template`, one template or
+    /// the "default" of a named list) as `tokenizer.chat_template`, as llama.cpp's converter does; a base without
+    /// one, or with an unreadable tokenizer_config.json, exports without it.
+    func testGGUFExportCarriesTheChatTemplate() throws {
+        let directory = try temporaryDirectory(self)
+        let zephyr = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{% endfor %}"
+        let configs: [(String, Any?)] = [("plain", zephyr), ("named", [["name": "tool_use", "template": "x"], ["name": "default", "template": zephyr]]),
+                                         ("none", nil), ("broken", "{ not json")]
+        for (name, template) in configs {
+            let base = directory + "/" + name
+            try FileManager.default.copyItem(atPath: Fixtures.model("gqa"), toPath: base)
+            if name == "broken" {
+                try Data("{ not json".utf8).write(to: URL(fileURLWithPath: base + "/tokenizer_config.json"))
+            } else if let template {
+                try JSONSerialization.data(withJSONObject: ["chat_template": template])
+                    .write(to: URL(fileURLWithPath: base + "/tokenizer_config.json"))
+            }
+            let out = directory + "/\(name).gguf"
+            _ = try ModelExport.merge(base: base, adapterArguments: [], out: out, format: .gguf)
+            let written = try GGUFFile(path: out).metadata["tokenizer.chat_template"]
+            XCTAssertEqual(written, ["plain", "named"].contains(name) ? .string(zephyr) : nil, name)
+        }
+    }
+
     /// A model merged as Q8_0: matrices whose rows are whole blocks are Q8_0, the others F16 (gqa's down_proj has
     /// rows of 48), norms F32; it reads back as the merged weights quantized, and llama.cpp's file type is 7.
     func testQ8_0GGUFExportQuantizesWholeBlockRowsAndFallsBackToF16() throws {

@@ -99,8 +99,9 @@ public enum ModelExport {
             storage = { _ in GGMLType(safetensors) }
         case .gguf:
             // a GGUF base's vocabulary as it is; a directory's from its tokenizer.model, as llama.cpp's converter
-            let vocabulary = BaseModel.isGGUF(basePath) ? try GGUFVocabulary(file: try GGUFFile(path: basePath))
+            var vocabulary = BaseModel.isGGUF(basePath) ? try GGUFVocabulary(file: try GGUFFile(path: basePath))
                 : try GGUFVocabulary(tokenizer: try BaseModel.tokenizer(basePath), config: base.config)
+            if !BaseModel.isGGUF(basePath) { vocabulary.chatTemplate = Self.chatTemplate(ofDirectory: basePath) }
             try LlamaGGUF.writeModel(merged, vocabulary: vocabulary, type: dtype.ggml, name: modelName(out), to: out)
             written = try LlamaGGUF.readModel(try GGUFFile(path: out), config: base.config)
             storage = { LlamaGGUF.storageType(shape: $0, requested: dtype.ggml) }
@@ -169,6 +170,16 @@ public enum ModelExport {
         var data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         data.append(UInt8(ascii: "\n"))
         return data
+    }
+
+    /// The `chat_template` of a model directory's `tokenizer_config.json` (one template, or the "default" of
+    /// transformers' named list), which llama.cpp's converter writes as `tokenizer.chat_template`. Only metadata
+    /// for the export: an absent or unreadable file gives none, and the merge goes on.
+    static func chatTemplate(ofDirectory directory: String) -> String? {
+        guard let data = try? Data(contentsOf: URL(fileURLWithPath: directory + "/tokenizer_config.json")),
+              let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return nil }
+        if let text = object["chat_template"] as? String { return text }
+        return (object["chat_template"] as? [[String: Any]])?.first { $0["name"] as? String == "default" }?["template"] as? String
     }
 
     /// Refuses, before any work, an output that exists (unless `overwrite`) or whose directory cannot be written.
