@@ -156,11 +156,7 @@ public final class GGUFFile: @unchecked Sendable {
     /// tensor borrowed from those bytes: a dequantized model then does not also keep the file resident.
     public func releasePages(of name: String) {
         guard let info = byName[name] else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        guard page > 0 else { return }
-        let lower = info.fileOffset, upper = info.fileOffset + info.type.byteCount(elements: info.count)
-        let first = (lower + page - 1) / page * page, last = upper / page * page
-        if first < last { _ = madvise(mapping + first, last - first, Int32(MADV_DONTNEED)) }
+        releaseWholePages(of: mapping, from: info.fileOffset, to: info.fileOffset + info.type.byteCount(elements: info.count))
     }
 
     /// The tensor `name` as F32: aligned F32 data is borrowed from the mapping (the tensor keeps this file alive);

@@ -90,11 +90,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// but written pages (a private copy) would be lost.
     public func releasePages(of name: String) {
         guard let info = infos[name] else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        guard page > 0 else { return }
-        let lower = dataStart + info.byteRange.lowerBound, upper = dataStart + info.byteRange.upperBound
-        let first = (lower + page - 1) / page * page, last = upper / page * page
-        if first < last { _ = madvise(mapping + first, last - first, Int32(MADV_DONTNEED)) }
+        releaseWholePages(of: mapping, from: dataStart + info.byteRange.lowerBound, to: dataStart + info.byteRange.upperBound)
     }
 
     /// The tensor `name` as F32.
@@ -264,4 +260,13 @@ func jsonText(_ value: Any) -> String {
         return text.count > 80 ? String(text.prefix(77)) + "..." : text
     }
     return "\(value)"
+}
+
+/// Drops the whole pages of a private file mapping that lie inside bytes `lower..<upper` (`MADV_DONTNEED`: they are
+/// read again from the file if touched); the partial pages at either end may hold a neighbour's bytes and stay.
+func releaseWholePages(of mapping: UnsafeMutableRawPointer, from lower: Int, to upper: Int) {
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    guard page > 0 else { return }
+    let first = (lower + page - 1) / page * page, last = upper / page * page
+    if first < last { _ = madvise(mapping + first, last - first, Int32(MADV_DONTNEED)) }
 }

@@ -93,10 +93,7 @@ public struct ChatTemplate: Equatable, Sendable {
         guard FileManager.default.fileExists(atPath: path) else { return .llama2 }
         let value = try JSONText.parseFile(path: path, what: "tokenizer config")
         guard let object = value as? [String: Any], let entry = object["chat_template"] else { return .llama2 }
-        // One template, or a list of named ones (transformers' form for several), of which "default" is used.
-        let source = (entry as? String) ?? (entry as? [[String: Any]])?
-            .first { $0["name"] as? String == "default" }?["template"] as? String
-        guard let source else {
+        guard let source = BaseModel.chatTemplate(inTokenizerConfigEntry: entry) else {
             throw LoRAKitError.file(path, "\"chat_template\" is \(JSONText.kind(of: entry)) without a \"default\" template; "
                 + "give --chat-template")
         }

@@ -55,6 +55,12 @@ public enum BaseModel {
         }
     }
 
+    /// The Jinja source a `tokenizer_config.json` "chat_template" entry holds: the entry itself, or the "default"
+    /// of transformers' list of named templates (its form for several); nil when it is neither.
+    public static func chatTemplate(inTokenizerConfigEntry entry: Any) -> String? {
+        (entry as? String) ?? (entry as? [[String: Any]])?.first { $0["name"] as? String == "default" }?["template"] as? String
+    }
+
     /// The GGUF file at `path`; a file of another kind is refused saying what `--base` takes.
     public static func file(_ path: String) throws -> GGUFFile {
         if let handle = FileHandle(forReadingAtPath: path) {

@@ -98,10 +98,15 @@ public enum ModelExport {
             written = try LlamaWeights.load(directory: out)
             storage = { _ in GGMLType(safetensors) }
         case .gguf:
-            // a GGUF base's vocabulary as it is; a directory's from its tokenizer.model, as llama.cpp's converter
-            var vocabulary = BaseModel.isGGUF(basePath) ? try GGUFVocabulary(file: try GGUFFile(path: basePath))
-                : try GGUFVocabulary(tokenizer: try BaseModel.tokenizer(basePath), config: base.config)
-            if !BaseModel.isGGUF(basePath) { vocabulary.chatTemplate = Self.chatTemplate(ofDirectory: basePath) }
+            // a GGUF base's vocabulary (and chat template) as it is; a directory's from its tokenizer.model and
+            // tokenizer_config.json, as llama.cpp's converter takes them
+            var vocabulary: GGUFVocabulary
+            if BaseModel.isGGUF(basePath) {
+                vocabulary = try GGUFVocabulary(file: try BaseModel.file(basePath))
+            } else {
+                vocabulary = try GGUFVocabulary(tokenizer: try BaseModel.tokenizer(basePath), config: base.config)
+                vocabulary.chatTemplate = Self.chatTemplate(ofDirectory: basePath)
+            }
             try LlamaGGUF.writeModel(merged, vocabulary: vocabulary, type: dtype.ggml, name: modelName(out), to: out)
             written = try LlamaGGUF.readModel(try GGUFFile(path: out), config: base.config)
             storage = { LlamaGGUF.storageType(shape: $0, requested: dtype.ggml) }
@@ -177,9 +182,9 @@ public enum ModelExport {
     /// for the export: an absent or unreadable file gives none, and the merge goes on.
     static func chatTemplate(ofDirectory directory: String) -> String? {
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: directory + "/tokenizer_config.json")),
-              let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return nil }
-        if let text = object["chat_template"] as? String { return text }
-        return (object["chat_template"] as? [[String: Any]])?.first { $0["name"] as? String == "default" }?["template"] as? String
+              let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+              let entry = object["chat_template"] else { return nil }
+        return BaseModel.chatTemplate(inTokenizerConfigEntry: entry)
     }
 
     /// Refuses, before any work, an output that exists (unless `overwrite`) or whose directory cannot be written.
